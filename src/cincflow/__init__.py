@@ -1,1 +1,31 @@
-"""cinc-flow."""
+"""cinc-flow: Glow-style normalizing flows with characterizable invertible 3x3 convolutions."""
+from .layers.actnorm import ActNorm
+from .layers.cinc import CInCConv
+from .layers.coupling import AdditiveCoupling, AffineCoupling
+from .layers.emerging import EmergingConv
+from .layers.invconv1x1 import InvConv1x1
+from .layers.quad import QuadCoupling
+from .layers.sequential import FlowSequential
+from .layers.split import Split
+from .layers.squeeze import Squeeze
+from .model import Glow
+from .params import count_parameters
+from .preprocess import bits_per_dim, postprocess, preprocess
+
+__all__ = [
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "CInCConv",
+    "EmergingConv",
+    "FlowSequential",
+    "Glow",
+    "InvConv1x1",
+    "QuadCoupling",
+    "Split",
+    "Squeeze",
+    "bits_per_dim",
+    "count_parameters",
+    "postprocess",
+    "preprocess",
+]

@@ -1,0 +1,47 @@
+"""ActNorm (Glow): per-channel affine y = (x + loc) * exp(log_scale), [B, C, H, W].
+
+Data-dependent initialisation: the first batch it sees (or :meth:`initialize`) sets loc and
+log_scale so that the output has zero mean and unit variance per channel. ``initialized`` is a
+buffer, so a loaded checkpoint is never re-initialised. log|det| = H * W * sum(log_scale).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ActNorm(nn.Module):
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.loc = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Set loc = -mean and log_scale = -log(std) of ``x`` per channel."""
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = x.std(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        self.loc.copy_(-mean)
+        self.log_scale.copy_(-torch.log(std + self.eps))
+        self.initialized.fill_(True)
+
+    def _logdet(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return (h * w * self.log_scale.sum()).expand(x.shape[0])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.initialized:
+            self.initialize(x)
+        return (x + self.loc) * self.log_scale.exp(), self._logdet(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return y * torch.exp(-self.log_scale) - self.loc, -self._logdet(y)
+
+
+class ActNormFeatures(ActNorm):
+    """ActNorm as a plain normalisation layer inside a conditioner network (no log-determinant)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(x)[0]

@@ -1,0 +1,41 @@
+"""CInC: the characterizable invertible k x k convolution (Nagar et al. 2021).
+
+y = conv(pad_top_left(x, k-1), W) + b, [B, C, H, W] -> [B, C, H, W]. Output (i, j) depends on inputs
+(i', j') with i' <= i, j' <= j only; the Jacobian in raster order is block lower-triangular with the
+centre tap K_c on the diagonal, so log|det| = H * W * sum(log diag K_c). K_c is lower-triangular with
+diagonal exp(log_diag) (or 1 with ``fixed_diagonal``, FInC-style), hence invertible for every
+parameter value. Learnable weights: k^2 C^2 - C(C-1)/2 (minus C with a fixed diagonal), plus C bias.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .causal import causal_conv, causal_conv_inverse, check_inverse_mode
+from .causal_weight import CausalWeight
+
+
+class CInCConv(nn.Module):
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        fixed_diagonal: bool = False,
+        init_std: float = 0.01,
+        inverse: str = "wavefront",
+    ):
+        super().__init__()
+        check_inverse_mode(inverse)
+        self.inverse_mode = inverse
+        self.kernel = CausalWeight(channels, kernel_size, fixed_diagonal, init_std)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def _logdet(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return (h * w * self.kernel.log_abs_det_per_pixel()).expand(x.shape[0])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return causal_conv(x, self.kernel(), self.bias), self._logdet(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return causal_conv_inverse(y, self.kernel(), self.bias, self.inverse_mode), -self._logdet(y)

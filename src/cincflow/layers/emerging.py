@@ -1,0 +1,44 @@
+"""Emerging convolution (Hoogeboom et al. 2019): two masked 2 x 2 convolutions, one anti-causal and
+one causal, together a 3 x 3 receptive field, then a bias.
+
+y = causal(anticausal(x; W1); W2) + b, [B, C, H, W] -> [B, C, H, W].
+- anticausal: support in the bottom-right 2 x 2 quadrant, padded bottom/right, upper-triangular
+  centre (the top-left tap). It is stored in causal form: anticausal(x) = flip(causal(flip(x), W1'))
+  with flip reversing channels, rows and columns, so W1' = flip_weight(W1) has a lower-triangular
+  centre.
+- causal: support in the top-left 2 x 2 quadrant, padded top/left, lower-triangular centre.
+Both centres have diagonal exp(log_diag): log|det| = H * W * (sum log_diag1 + sum log_diag2).
+Inverse: undo the bias, solve the causal factor (raster order), then the anti-causal one (reverse
+raster order). The flow step puts a Glow 1x1 convolution in front.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .causal import causal_conv, causal_conv_inverse, check_inverse_mode, flip
+from .causal_weight import CausalWeight
+
+
+class EmergingConv(nn.Module):
+    def __init__(self, channels: int, init_std: float = 0.01, inverse: str = "wavefront"):
+        super().__init__()
+        check_inverse_mode(inverse)
+        self.inverse_mode = inverse
+        self.anticausal = CausalWeight(channels, 2, init_std=init_std)  # stored flipped (causal form)
+        self.causal = CausalWeight(channels, 2, init_std=init_std)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def _logdet(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        per_pixel = self.anticausal.log_abs_det_per_pixel() + self.causal.log_abs_det_per_pixel()
+        return (h * w * per_pixel).expand(x.shape[0])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = flip(causal_conv(flip(x), self.anticausal()))
+        return causal_conv(h, self.causal(), self.bias), self._logdet(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = causal_conv_inverse(y, self.causal(), self.bias, self.inverse_mode)
+        x = flip(causal_conv_inverse(flip(h), self.anticausal(), None, self.inverse_mode))
+        return x, -self._logdet(y)

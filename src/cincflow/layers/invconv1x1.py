@@ -1,0 +1,57 @@
+"""Glow's invertible 1x1 convolution with an LU parametrisation.
+
+W = P L (U + diag(sign * exp(log_s))), P a fixed permutation, L unit lower-triangular, U strictly
+upper-triangular; y[:, :, i, j] = W x[:, :, i, j]. log|det| = H * W * sum(log_s). Free parameters:
+C(C-1)/2 (L) + C(C-1)/2 (U) + C (log_s) = C^2; the masks mark which stored entries are free.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class InvConv1x1(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
+        p, lower, upper = torch.linalg.lu(q)
+        s = torch.diagonal(upper)
+        strict_lower = torch.tril(torch.ones(channels, channels), diagonal=-1)
+        self.register_buffer("perm", p.float())
+        self.register_buffer("sign_s", torch.sign(s).float())
+        self.register_buffer("lower_mask", strict_lower)
+        self.register_buffer("upper_mask", strict_lower.T.contiguous())
+        self.lower = nn.Parameter((lower * strict_lower).float())
+        self.upper = nn.Parameter(torch.triu(upper, diagonal=1).float())
+        self.log_s = nn.Parameter(torch.log(s.abs()).float())
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        eye = torch.eye(self.lower.shape[0], dtype=self.lower.dtype, device=self.lower.device)
+        lower = self.lower * self.lower_mask + eye
+        upper = self.upper * self.upper_mask + torch.diag(self.sign_s * self.log_s.exp())
+        return lower, upper
+
+    def weight(self) -> torch.Tensor:
+        lower, upper = self._factors()
+        return self.perm @ lower @ upper
+
+    def inverse_weight(self) -> torch.Tensor:
+        """W^-1 = U^-1 L^-1 P^T by triangular solves."""
+        lower, upper = self._factors()
+        eye = torch.eye(lower.shape[0], dtype=lower.dtype, device=lower.device)
+        lower_inv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+        upper_inv = torch.linalg.solve_triangular(upper, eye, upper=True)
+        return upper_inv @ lower_inv @ self.perm.T
+
+    def _logdet(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return (h * w * self.log_s.sum()).expand(x.shape[0])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = x.shape[1]
+        return F.conv2d(x, self.weight().view(c, c, 1, 1)), self._logdet(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = y.shape[1]
+        return F.conv2d(y, self.inverse_weight().view(c, c, 1, 1)), -self._logdet(y)

@@ -1,0 +1,161 @@
+"""The multi-scale Glow-style model (PAPER.md section 5) with a choice of invertible convolution.
+
+x [B, C, S, S] (model space) -> for each of L levels: squeeze (C, S) -> (4C, S/2), K flow steps,
+then (all but the last level) split half the channels off as a latent with a learned Gaussian prior
+conditioned on the kept half. The last level's output is the top latent, with a learned per-channel
+Gaussian prior. ``encode`` returns the latents (one per level, split-off ones first) and the
+log-determinant of x -> latents; ``decode`` is its exact inverse.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch import nn
+
+from .layers.sequential import FlowSequential
+from .layers.split import Split, gaussian_log_prob, gaussian_sample
+from .layers.squeeze import Squeeze
+from .layers.step import COUPLINGS, CONVS, check_choice, flow_step
+from .params import count_parameters
+from .preprocess import bits_per_dim, preprocess
+
+
+class Glow(nn.Module):
+    def __init__(
+        self,
+        in_channels: int = 3,
+        image_size: int = 32,
+        levels: int = 3,
+        depth: int = 32,
+        width: int = 512,
+        conv: str = "cinc",
+        coupling: str = "affine",
+        n_bits: int = 8,
+        learn_top: bool = True,
+        conv_kwargs: dict | None = None,
+        conditioner_actnorm: bool = True,
+    ):
+        super().__init__()
+        check_choice("conv", conv, CONVS)
+        check_choice("coupling", coupling, tuple(COUPLINGS))
+        for name, value in (("in_channels", in_channels), ("levels", levels), ("depth", depth), ("width", width)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if image_size < 1 or image_size % 2**levels:
+            raise ValueError(
+                f"image_size {image_size} is not divisible by 2^levels = {2**levels}: "
+                "each level halves the image, so choose fewer levels or another image size"
+            )
+        if not 1 <= n_bits <= 8:
+            raise ValueError(f"n_bits must be between 1 and 8, got {n_bits}")
+        self.in_channels, self.image_size, self.n_bits = in_channels, image_size, n_bits
+        self.conv, self.coupling = conv, coupling
+        self.levels = nn.ModuleList()
+        self.splits = nn.ModuleList()
+        c, s = in_channels, image_size
+        self._latent_shapes = []
+        for level in range(levels):
+            c, s = 4 * c, s // 2
+            steps = [flow_step(c, conv, coupling, width, conv_kwargs, conditioner_actnorm) for _ in range(depth)]
+            self.levels.append(FlowSequential([Squeeze(), *steps]))
+            if level < levels - 1:
+                self.splits.append(Split(c))
+                c //= 2
+                self._latent_shapes.append((c, s, s))
+        self._latent_shapes.append((c, s, s))
+        self.top_prior = nn.Parameter(torch.zeros(1, 2 * c, 1, 1), requires_grad=learn_top)
+
+    @property
+    def num_dims(self) -> int:
+        return self.in_channels * self.image_size**2
+
+    def latent_shapes(self) -> list[tuple[int, int, int]]:
+        """(C, H, W) of each latent, in the order ``encode`` returns them."""
+        return list(self._latent_shapes)
+
+    def _top(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c, h, w = self._latent_shapes[-1]
+        mean, log_std = self.top_prior.expand(batch, -1, h, w).chunk(2, dim=1)
+        return mean, log_std
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"the model expects images of shape [B, {expected[0]}, {expected[1]}, {expected[2]}], "
+                f"got {list(x.shape)}: check the data's channels and size against the model config"
+            )
+
+    def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        self._check_input(x)
+        zs, logdet, log_pz = [], x.new_zeros(x.shape[0]), x.new_zeros(x.shape[0])
+        h = x
+        for i, flow in enumerate(self.levels):
+            h, ld = flow(h)
+            logdet = logdet + ld
+            if i < len(self.splits):
+                h, z, lp = self.splits[i](h)
+                zs.append(z)
+                log_pz = log_pz + lp
+        zs.append(h)
+        return zs, logdet, log_pz + gaussian_log_prob(h, *self._top(h.shape[0]))
+
+    def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """x -> (latents, log|det d latents / dx| [B])."""
+        zs, logdet, _ = self._encode(x)
+        return zs, logdet
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Continuous log-density of model-space images, in nats, [B]."""
+        _, logdet, log_pz = self._encode(x)
+        return log_pz + logdet
+
+    def bits_per_dim(self, x_uint8: torch.Tensor, dequantize: bool = True) -> torch.Tensor:
+        """Bits/dim of uint8 images [B, C, H, W]: preprocess, dequantise, evaluate; [B]."""
+        dtype = self.top_prior.dtype
+        x = preprocess(x_uint8.to(self.top_prior.device), self.n_bits, dequantize, dtype)
+        return bits_per_dim(self.log_prob(x), self.num_dims, self.n_bits)
+
+    def _decode(
+        self,
+        zs: list[torch.Tensor | None],
+        batch: int,
+        temperature: float,
+        noise: list[torch.Tensor] | None,
+    ) -> torch.Tensor:
+        def eps(i: int) -> torch.Tensor | None:
+            return None if noise is None else noise[i]
+
+        top = len(self.levels) - 1
+        h = zs[top] if zs[top] is not None else gaussian_sample(*self._top(batch), temperature, eps(top))
+        for i in range(top, -1, -1):
+            if i < top:
+                h = self.splits[i].inverse(h, zs[i], temperature, eps(i))
+            h, _ = self.levels[i].inverse(h)
+        return h
+
+    def decode(self, zs: list[torch.Tensor]) -> torch.Tensor:
+        """Exact inverse of :meth:`encode`."""
+        if len(zs) != len(self.levels):
+            raise ValueError(f"decode expects {len(self.levels)} latents (one per level), got {len(zs)}")
+        return self._decode(list(zs), zs[0].shape[0], 1.0, None)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """n model-space samples; latents = mean + std * temperature * eps, eps ~ N(0, I) or ``noise``
+        (one standard-normal tensor per latent, shapes [n, *latent_shapes()[i]]) for fixed grids."""
+        return self._decode([None] * len(self.levels), n, temperature, noise)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Learnable parameters (masked entries excluded) per layer type, plus 'total'."""
+        counts: Counter[str] = Counter()
+        for flow in self.levels:
+            for step in flow:
+                for layer in step if isinstance(step, FlowSequential) else [step]:
+                    counts[type(layer).__name__] += count_parameters(layer)
+        counts["Split"] += sum(count_parameters(s) for s in self.splits)
+        counts["TopPrior"] += self.top_prior.numel() if self.top_prior.requires_grad else 0
+        counts = Counter({k: v for k, v in counts.items() if k != "Squeeze"})
+        counts["total"] = count_parameters(self)
+        return dict(counts)

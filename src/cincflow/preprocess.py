@@ -1,0 +1,45 @@
+"""Between uint8 images and model space (Glow, PAPER.md section 5).
+
+preprocess: x in {0..255} -> reduce to n_bits (floor(x / 2^(8 - n_bits))) -> x / 2^n_bits - 0.5
+(+ uniform dequantisation noise U(0, 1 / 2^n_bits)), so model-space values lie in [-0.5, 0.5).
+postprocess: the inverse, back to uint8 (bins clamped to the valid range).
+bits/dim = -(log p(x) - D log 2^n_bits) / (D ln 2), D = C * H * W.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _check_bits(n_bits: int) -> None:
+    if not 1 <= n_bits <= 8:
+        raise ValueError(f"n_bits must be between 1 and 8, got {n_bits}")
+
+
+def preprocess(
+    x: torch.Tensor, n_bits: int = 8, dequantize: bool = True, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> model space, floats centred at 0."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"preprocess expects uint8 images (0..255), got {x.dtype}: convert with .to(torch.uint8)")
+    _check_bits(n_bits)
+    n_bins = 2**n_bits
+    x = torch.div(x, 2 ** (8 - n_bits), rounding_mode="floor").to(dtype)
+    x = x / n_bins - 0.5
+    if dequantize:
+        x = x + torch.rand_like(x) / n_bins
+    return x
+
+
+def postprocess(x: torch.Tensor, n_bits: int = 8) -> torch.Tensor:
+    """Model space -> uint8 [B, C, H, W] (the bin of each value, scaled back to 0..255)."""
+    _check_bits(n_bits)
+    n_bins = 2**n_bits
+    bins = torch.floor((x + 0.5) * n_bins).nan_to_num(0.0).clamp(0, n_bins - 1)
+    return (bins * 2 ** (8 - n_bits)).to(torch.uint8)
+
+
+def bits_per_dim(log_prob: torch.Tensor, num_dims: int, n_bits: int = 8) -> torch.Tensor:
+    """Discrete bits/dim from the continuous log-density (nats) of dequantised model-space images."""
+    return -(log_prob - num_dims * n_bits * math.log(2.0)) / (num_dims * math.log(2.0))
