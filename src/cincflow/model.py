@@ -106,6 +106,8 @@ class Glow(nn.Module):
         zs, logdet, _ = self._encode(x)
         return zs, logdet
 
+    forward = encode
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous log-density of model-space images, in nats, [B]."""
         _, logdet, log_pz = self._encode(x)
