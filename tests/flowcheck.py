@@ -19,7 +19,7 @@ def randomize(module: torch.nn.Module, x: torch.Tensor, scale: float = 0.1, seed
 def jacobian_matrix(fn, x: torch.Tensor) -> torch.Tensor:
     """Jacobian of a single example: fn maps [1, *shape] -> tensor; returns [out_dim, in_dim]."""
     shape = x.shape
-    return jacobian(lambda v: fn(v.view(1, *shape)).flatten(), x.flatten())
+    return jacobian(lambda v: fn(v.view(1, *shape)).flatten(), x.flatten(), vectorize=True)
 
 
 def brute_force_logdet(layer, x: torch.Tensor) -> torch.Tensor:
