@@ -14,7 +14,15 @@ from cincflow import CInCConv, EmergingConv, InvConv1x1, QuadCoupling, count_par
 from cincflow.layers.causal import causal_conv, flip
 from flowcheck import jacobian_matrix, randomize, raster_jacobian
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """These checks run in float64 (restored afterwards so other tests keep float32)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 C, H, W = 3, 4, 5
 
