@@ -1,0 +1,270 @@
+"""The LightningModule that trains a :class:`cincflow.Glow` by maximum likelihood (loss = bits/dim).
+
+* The flow is built from a plain config mapping (``_target_: cincflow.Glow`` plus its arguments) that
+  is saved in the checkpoint's hyper-parameters, so ``FlowLitModule.load_from_checkpoint(path)``
+  rebuilds it with no other input.
+* ActNorm data-dependent initialisation runs once, in :meth:`on_fit_start`, on the first
+  ``actnorm_init_images`` training images (``datamodule.train_images(n)``), under ``no_grad``; under
+  DDP every rank computes it and then rank 0's parameters and buffers are broadcast, so all ranks
+  start identical. A restored checkpoint has ``initialized = True`` everywhere and is never
+  re-initialised.
+* Optional Polyak/EMA weights (``ema_decay``) are used for validation, testing and sampling
+  (:attr:`eval_model`); they are part of the ``state_dict``, so checkpoints restore them exactly.
+* Optimiser: Adamax (paper) or Adam/AdamW; linear warm-up over ``warmup_steps`` optimiser steps or
+  ``warmup_epochs`` epochs (a step-wise ``LambdaLR``, restored on resume).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+from torchmetrics import MeanMetric, MinMetric
+
+from ..layers.actnorm import ActNorm
+from ..preprocess import preprocess
+from .ema import EMA
+
+OPTIMIZERS = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+DEFAULT_OPTIM: dict[str, Any] = {
+    "name": "adamax",
+    "lr": 1e-3,
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+    "warmup_steps": None,
+    "warmup_epochs": 0.0,
+}
+
+
+def build_model(model: Mapping[str, Any]) -> nn.Module:
+    """Instantiate the flow from its config mapping (``_target_`` + keyword arguments)."""
+    from hydra.utils import instantiate
+
+    cfg = dict(model)
+    cfg.setdefault("_target_", "cincflow.Glow")
+    return instantiate(cfg, _convert_="all")
+
+
+def actnorm_layers(module: nn.Module) -> list[ActNorm]:
+    return [m for m in module.modules() if isinstance(m, ActNorm)]
+
+
+def fixed_noise(latent_shapes: list[tuple[int, ...]], n: int, seed: int) -> list[torch.Tensor]:
+    """Standard-normal latents [n, *shape] from a private generator: identical for the same
+    (shapes, n, seed) on every call, every epoch, every rank and after a resume."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return [torch.randn((n, *shape), generator=gen) for shape in latent_shapes]
+
+
+class FlowLitModule(LightningModule):
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        optim: Mapping[str, Any] | None = None,
+        ema_decay: float | None = 0.999,
+        actnorm_init_images: int = 512,
+        actnorm_init_seed: int = 0,
+        data: Mapping[str, Any] | None = None,
+    ):
+        """
+        Args:
+            model: the flow's config (``_target_`` and keyword arguments of :class:`cincflow.Glow`).
+            optim: optimiser settings, see ``DEFAULT_OPTIM`` (name, lr, betas, eps, weight_decay,
+                warmup_steps or warmup_epochs).
+            ema_decay: Polyak averaging decay; ``None`` or 0 disables the averaged copy.
+            actnorm_init_images: number of training images for ActNorm's data-dependent init.
+            actnorm_init_seed: seed of the dequantisation noise used for that init.
+            data: the data config the run used (kept in the checkpoint for eval/sample scripts).
+        """
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.model = build_model(model)
+        self.ema = EMA(self.model, float(ema_decay)) if ema_decay else None
+        optim_cfg = dict(DEFAULT_OPTIM)
+        optim_cfg.update(dict(optim or {}))
+        if optim_cfg["name"].lower() not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optim_cfg['name']!r}: choose one of {', '.join(OPTIMIZERS)}")
+        self.optim_cfg = optim_cfg
+        self.train_bpd = MeanMetric()
+        self.val_bpd = MeanMetric()
+        self.test_bpd = MeanMetric()
+        self.val_bpd_best = MinMetric()
+        self._warmup_steps_cache: float | None = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights used for validation, testing and sampling: the EMA copy when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def n_bits(self) -> int:
+        return self.model.n_bits
+
+    def actnorm_initialized(self) -> bool:
+        return all(bool(a.initialized) for a in actnorm_layers(self.model))
+
+    @torch.no_grad()
+    def initialize_actnorm(self, images: torch.Tensor) -> None:
+        """Data-dependent ActNorm init: one forward pass of the flow on ``images`` (uint8), with a
+        seeded dequantisation, then (under DDP) broadcast of every tensor from rank 0."""
+        gen = torch.Generator().manual_seed(int(self.hparams.actnorm_init_seed))
+        dtype = next(self.model.parameters()).dtype
+        x = preprocess(images, self.n_bits, dequantize=False, dtype=dtype)
+        x = x + torch.rand(x.shape, generator=gen, dtype=dtype) / 2**self.n_bits
+        for a in actnorm_layers(self.model):
+            a.initialized.fill_(False)
+        was_training = self.model.training
+        self.model.train()
+        self.model.log_prob(x.to(self.device))
+        self.model.train(was_training)
+        self._broadcast_from_rank0(self.model)
+        if self.ema is not None:
+            self.ema.copy_from(self.model)
+
+    def _broadcast_from_rank0(self, module: nn.Module) -> None:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        if torch.distributed.get_world_size() < 2:
+            return
+        for t in list(module.parameters()) + list(module.buffers()):
+            if t.dtype == torch.bool:  # gloo has no bool; every rank set the same flags anyway
+                flag = t.to(torch.uint8)
+                torch.distributed.broadcast(flag, src=0)
+                t.copy_(flag.bool())
+            else:
+                torch.distributed.broadcast(t.data, src=0)
+
+    # ------------------------------------------------------------------ hooks
+    def on_fit_start(self) -> None:
+        if self.actnorm_initialized():
+            return  # restored from a checkpoint (or already initialised): never re-initialise
+        n = int(self.hparams.actnorm_init_images)
+        dm = getattr(self.trainer, "datamodule", None)
+        if n <= 0 or dm is None or not hasattr(dm, "train_images"):
+            if self.trainer.world_size > 1:
+                raise RuntimeError(
+                    "ActNorm initialisation under DDP needs a DataModule with train_images(n) and "
+                    "actnorm_init_images > 0 (otherwise every rank would initialise on its own batch)"
+                )
+            return  # single process: ActNorm initialises itself on the first training batch
+        start = time.perf_counter()
+        self.initialize_actnorm(dm.train_images(n))
+        if self.trainer.is_global_zero:
+            print(
+                f"ActNorm data-dependent init on {n} training images "
+                f"({len(actnorm_layers(self.model))} layers, {time.perf_counter() - start:.1f}s)"
+            )
+
+    def on_train_start(self) -> None:
+        # the sanity-check validation must not count towards the best value
+        self.val_bpd_best.reset()
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """Bits/dim [B] of uint8 images under the training weights (dequantised)."""
+        return self.model.bits_per_dim(x_uint8)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        bpd = self.model.bits_per_dim(batch)
+        loss = bpd.mean()
+        self.train_bpd(bpd.detach())
+        self.log("train/bpd", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/bpd_epoch", self.train_bpd, on_step=False, on_epoch=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        bpd = self.eval_model.bits_per_dim(batch)
+        self.val_bpd.update(bpd)
+        self.log("val/bpd", self.val_bpd, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_bpd_best(self.val_bpd.compute())
+        self.log("val/bpd_best", self.val_bpd_best.compute(), sync_dist=False, prog_bar=False)
+
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        bpd = self.eval_model.bits_per_dim(batch)
+        self.test_bpd.update(bpd)
+        self.log("test/bpd", self.test_bpd, on_step=False, on_epoch=True, prog_bar=True)
+
+    # ------------------------------------------------------------------ optimisation
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # gradients before clipping (Lightning clips right after this hook)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if grads:
+            norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _steps_per_epoch(self) -> float:
+        trainer = self.trainer
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            trainer.fit_loop.setup_data()  # what Trainer.estimated_stepping_batches does too
+            batches = trainer.num_training_batches
+        if not math.isfinite(batches) or batches <= 0:
+            raise RuntimeError("warmup_epochs needs a sized training dataloader; set optim.warmup_steps instead")
+        return math.ceil(batches / trainer.accumulate_grad_batches)
+
+    def warmup_steps(self) -> float:
+        """Number of optimiser steps of the linear learning-rate warm-up."""
+        if self._warmup_steps_cache is None:
+            steps = self.optim_cfg.get("warmup_steps")
+            if steps is None:
+                epochs = float(self.optim_cfg.get("warmup_epochs") or 0.0)
+                steps = epochs * self._steps_per_epoch() if epochs > 0 else 0
+            self._warmup_steps_cache = float(steps)
+        return self._warmup_steps_cache
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
+        warmup = self.warmup_steps()
+        return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.optim_cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = OPTIMIZERS[o["name"].lower()](
+            params, lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"]),
+            weight_decay=float(o["weight_decay"]),
+        )
+        self._warmup_steps_cache = None
+        self.warmup_steps()  # resolve now (needs the train dataloader's length for warmup_epochs)
+
+        def factor(step: int) -> float:  # a plain function: not pickled into the checkpoint
+            return self.lr_factor(step)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample_fixed(self, n: int, temperature: float, seed: int = 0) -> torch.Tensor:
+        """n model-space samples of :attr:`eval_model` from the fixed noise of ``seed``."""
+        model = self.eval_model
+        noise = [z.to(self.device, next(model.parameters()).dtype) for z in fixed_noise(model.latent_shapes(), n, seed)]
+        return model.sample(n, temperature=temperature, noise=noise)
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """x -> z -> x with :attr:`eval_model`; returns (model-space input, reconstruction)."""
+        model = self.eval_model
+        gen = torch.Generator().manual_seed(int(seed))
+        dtype = next(model.parameters()).dtype
+        x = preprocess(images.cpu(), self.n_bits, dequantize=False, dtype=dtype)
+        x = (x + torch.rand(x.shape, generator=gen, dtype=dtype) / 2**self.n_bits).to(self.device)
+        zs, _ = model.encode(x)
+        return x, model.decode(zs)

@@ -1,0 +1,362 @@
+"""The three jobs behind the entry scripts, each taking the composed Hydra config.
+
+* :func:`train` (``src/train.py``): fit, then test with the best checkpoint; final sample PNG,
+  ``metrics.json``, one summary at the end.
+* :func:`evaluate` (``src/eval.py``): bits/dim of a checkpoint on the test (or val) split.
+* :func:`sample` (``src/sample.py``): N samples at temperature(s) T into a PNG grid, optional
+  reconstructions and latent interpolations.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torchvision.utils import make_grid, save_image
+from tqdm.auto import tqdm
+
+from ..preprocess import postprocess
+from .callbacks import grid_of, reconstruction_grid, sample_grid, update_metrics_json
+from .lit_module import FlowLitModule, fixed_noise
+from .loggers import finish_wandb, instantiate_loggers
+
+DATA_KEYS = ("in_channels", "image_size", "n_bits")
+
+
+@rank_zero_only
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _container(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """An absolute path; relative ones are taken from the directory the command was run in."""
+    p = Path(os.path.expanduser(str(path)))
+    return p if p.is_absolute() else (Path.cwd() / p).resolve()
+
+
+def fill_model_from_data(model_cfg: DictConfig, datamodule: LightningDataModule) -> None:
+    """Set ``in_channels``, ``image_size`` and ``n_bits`` of the model config from the DataModule
+    when they are null; explicit values must agree with the data (n_bits may differ: a model can
+    be trained on fewer bits than the data has)."""
+    with open_dict(model_cfg):
+        for key in DATA_KEYS:
+            data_value = getattr(datamodule, key, None)
+            if data_value is None:
+                raise AttributeError(f"{type(datamodule).__name__} has no attribute {key!r} (DataModule contract)")
+            value = model_cfg.get(key)
+            if value is None:
+                model_cfg[key] = int(data_value)
+            elif key != "n_bits" and int(value) != int(data_value):
+                raise ValueError(
+                    f"model.{key}={value} but the data ({type(datamodule).__name__}) has {key}={data_value}; "
+                    f"leave model.{key}=null to take it from the data"
+                )
+
+
+def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Callback]:
+    callbacks: list[Callback] = []
+    if not callbacks_cfg:
+        return callbacks
+    for _, cb_cfg in callbacks_cfg.items():
+        if isinstance(cb_cfg, DictConfig) and "_target_" in cb_cfg:
+            callbacks.append(instantiate(cb_cfg))
+    return callbacks
+
+
+def read_checkpoint_meta(ckpt_path: Path) -> dict[str, Any]:
+    """Small entries of a Lightning checkpoint (memory-mapped, tensors not read)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=False)
+    return {k: ckpt.get(k) for k in ("wandb_run_id", "wandb_project", "global_step", "epoch", "hyper_parameters")}
+
+
+def _device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_module(ckpt_path: str | os.PathLike, use_ema: bool = True, device: str = "auto") -> FlowLitModule:
+    """A trained FlowLitModule from a checkpoint, in eval mode; ``use_ema=False`` drops the
+    Polyak average so the raw training weights are used."""
+    path = resolve_path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    module = FlowLitModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    if not use_ema:
+        module.ema = None
+    module.eval()
+    return module.to(_device(device))
+
+
+def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModule:
+    """The data of ``cfg.data`` when given, otherwise the data config saved in the checkpoint."""
+    data_cfg = cfg.get("data")
+    if data_cfg:
+        data_cfg = _container(data_cfg)
+    else:
+        data_cfg = dict(module.hparams.get("data") or {})
+        if not data_cfg:
+            raise ValueError("the checkpoint has no data config: choose one with data=<name>")
+    if cfg.get("batch_size"):
+        data_cfg["batch_size"] = int(cfg.batch_size)
+    dm = instantiate(data_cfg, _convert_="all")
+    for key in ("in_channels", "image_size"):
+        if int(getattr(dm, key)) != int(getattr(module.model, key)):
+            raise ValueError(f"data {key}={getattr(dm, key)} does not match the checkpoint's model ({getattr(module.model, key)})")
+    return dm
+
+
+def _world_size_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDataModule) -> int:
+    """Per-process batch size: ``data.batch_size`` unless ``global_batch_size`` is set, which is
+    then split evenly over all processes (devices x nodes)."""
+    global_bs = cfg.get("global_batch_size")
+    if global_bs:
+        ws = trainer.world_size
+        if int(global_bs) % ws:
+            raise ValueError(f"global_batch_size={global_bs} is not divisible by the {ws} processes")
+        datamodule.batch_size = int(global_bs) // ws
+    return int(datamodule.batch_size)
+
+
+# ============================================================================ train
+def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Fit, test the best checkpoint, write samples.png and metrics.json; returns the metrics
+    (on global rank 0; an empty dict elsewhere). ``extra_callbacks`` are added to the config's."""
+    start = time.time()
+    if cfg.get("seed") is not None:
+        seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule: LightningDataModule = instantiate(cfg.data)
+    fill_model_from_data(cfg.model, datamodule)
+
+    ckpt_path = cfg.get("ckpt_path")
+    wandb_id = None
+    if ckpt_path:
+        ckpt_path = resolve_path(ckpt_path)
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+        wandb_id = read_checkpoint_meta(ckpt_path).get("wandb_run_id")
+
+    module = FlowLitModule(
+        model=_container(cfg.model),
+        optim=_container(cfg.optim),
+        ema_decay=cfg.get("ema_decay"),
+        actnorm_init_images=int(cfg.get("actnorm_init_images", 512)),
+        actnorm_init_seed=int(cfg.get("seed") or 0),
+        data=_container(cfg.data),
+    )
+    callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
+    loggers = instantiate_loggers(cfg.get("logger"), wandb_resume_id=wandb_id)
+    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    batch = _world_size_batch(cfg, trainer, datamodule)
+
+    counts = module.model.parameter_counts()
+    hparams = {**_container(cfg), "parameters": counts, "effective_batch_size": batch * trainer.world_size}
+    for lg in loggers:
+        lg.log_hyperparams(hparams)
+    say(
+        f"Glow conv={cfg.model.conv} coupling={cfg.model.coupling} L={cfg.model.levels} K={cfg.model.depth} "
+        f"width={cfg.model.width}: {counts['total']:,} parameters | data {type(datamodule).__name__} "
+        f"{cfg.model.in_channels}x{cfg.model.image_size}x{cfg.model.image_size}, {cfg.model.n_bits} bits | "
+        f"batch {batch} per process x {trainer.world_size} process(es) = {batch * trainer.world_size} | "
+        f"output {output_dir}"
+    )
+    if ckpt_path:
+        say(f"Resuming from {ckpt_path}" + (f" (W&B run {wandb_id})" if wandb_id else ""))
+
+    metrics_path = output_dir / "metrics.json"
+    result: dict[str, Any] = {}
+    try:
+        if cfg.get("train", True):
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False
+            )
+        ckpt_cb = trainer.checkpoint_callback
+        best = getattr(ckpt_cb, "best_model_path", "") or ""
+        last = getattr(ckpt_cb, "last_model_path", "") or ""
+        if cfg.get("test", True):
+            if best:
+                trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=False)
+            else:
+                say("No best checkpoint (no validation or checkpointing): testing the current weights")
+                trainer.test(module, datamodule=datamodule)
+        if trainer.is_global_zero:
+            result = _finish_train(cfg, trainer, module, best, last, metrics_path, time.time() - start)
+    finally:
+        finish_wandb()
+    return result
+
+
+def _finish_train(cfg, trainer, module, best, last, metrics_path, seconds) -> dict[str, Any]:
+    """Rank 0: final sample grid from the best weights, metrics.json, summary lines."""
+    output_dir = Path(cfg.paths.output_dir)
+    samples_png = None
+    scfg = cfg.get("samples") or {}
+    if int(scfg.get("n", 0) or 0) > 0:
+        final = load_module(best, use_ema=True) if best else module.eval()
+        grid = sample_grid(final, int(scfg.n), list(scfg.temperatures), int(scfg.seed))
+        samples_png = str(output_dir / "samples.png")
+        save_image(grid, samples_png)
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items()
+        if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1
+    }
+    record = update_metrics_json(
+        metrics_path,
+        {
+            **metrics,
+            "best_checkpoint": best or None,
+            "last_checkpoint": last or None,
+            "samples_png": samples_png,
+            "output_dir": str(output_dir),
+            "global_step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "train_seconds": round(seconds, 1),
+            "conv": cfg.model.conv,
+            "coupling": cfg.model.coupling,
+        },
+    )
+    lines = ["", f"Done in {seconds / 60:.1f} min, {trainer.global_step} steps."]
+    if "test/bpd" in record:
+        lines.append(f"test bits/dim: {record['test/bpd']:.4f}" + (" (best checkpoint)" if best else ""))
+    if record.get("val/bpd_best") is not None:
+        lines.append(f"best val bits/dim: {record['val/bpd_best']:.4f}")
+    if best:
+        lines.append(f"checkpoint: {best}")
+    if last and last != best:
+        lines.append(f"last checkpoint: {last}")
+    if samples_png:
+        lines.append(f"samples: {samples_png}")
+    lines.append(f"metrics: {metrics_path}")
+    print("\n".join(lines), flush=True)
+    return record
+
+
+# ============================================================================ eval
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Bits/dim of a checkpoint on the test split (``split=val`` for validation); metrics.json."""
+    if cfg.get("seed") is not None:
+        seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = resolve_path(cfg.ckpt_path)
+    module = load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device="cpu")
+    datamodule = datamodule_for(cfg, module)
+    trainer: Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    split = cfg.get("split", "test")
+    if split == "test":
+        out = trainer.test(module, datamodule=datamodule)
+    elif split == "val":
+        out = trainer.validate(module, datamodule=datamodule)
+    else:
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    metrics = {k: float(v) for k, v in (out[0] if out else {}).items()}
+    record = {
+        **metrics,
+        "split": split,
+        "checkpoint": str(ckpt),
+        "ema": module.ema is not None,
+        "data": type(datamodule).__name__,
+    }
+    if trainer.is_global_zero:
+        path = output_dir / "metrics.json"
+        path.write_text(json.dumps(record, indent=2, sort_keys=True))
+        key = f"{split}/bpd"
+        print(f"{split} bits/dim: {record.get(key, float('nan')):.4f} ({ckpt})\nmetrics: {path}", flush=True)
+    return record
+
+
+# ============================================================================ sample
+def _interpolate(module: FlowLitModule, images: torch.Tensor, steps: int, seed: int) -> torch.Tensor:
+    """Rows of decoded linear interpolations between the latents of consecutive image pairs."""
+    x, _ = module.reconstruct(images, seed)  # dequantised model-space inputs
+    model = module.eval_model
+    with torch.no_grad():
+        zs, _ = model.encode(x)
+        pairs = images.shape[0] // 2
+        alphas = torch.linspace(0, 1, steps, device=x.device)
+        rows = []
+        for p in range(pairs):
+            za = [z[2 * p] for z in zs]
+            zb = [z[2 * p + 1] for z in zs]
+            mixed = [torch.stack([(1 - a) * u + a * v for a in alphas]) for u, v in zip(za, zb)]
+            rows.append(postprocess(model.decode(mixed), module.n_bits).cpu())
+    return grid_of(torch.cat(rows), nrow=steps)
+
+
+def _first_images(datamodule: LightningDataModule, n: int, split: str = "test") -> torch.Tensor:
+    datamodule.setup("test" if split == "test" else "fit")
+    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+    chunks, have = [], 0
+    for batch in loader:
+        chunks.append(batch)
+        have += batch.shape[0]
+        if have >= n:
+            break
+    return torch.cat(chunks)[:n]
+
+
+def sample(cfg: DictConfig) -> dict[str, Any]:
+    """N samples at temperature(s) T from a checkpoint into a PNG grid (+ optional extras)."""
+    seed = int(cfg.get("seed") or 0)
+    seed_everything(seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = resolve_path(cfg.ckpt_path)
+    module = load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device=cfg.get("device", "auto"))
+    temps = cfg.temperature
+    temps = [float(t) for t in temps] if isinstance(temps, (list, tuple)) or OmegaConf.is_list(temps) else [float(temps)]
+    n, bs = int(cfg.n), max(1, int(cfg.get("batch_size") or cfg.n))
+    blocks = []
+    chunks = math.ceil(n / bs)
+    with tqdm(total=len(temps) * chunks, desc="sampling", unit="batch") as bar:
+        for t in temps:
+            images = []
+            for i in range(chunks):
+                m = min(bs, n - i * bs)
+                model = module.eval_model
+                noise = [z.to(module.device) for z in fixed_noise(model.latent_shapes(), m, seed + i)]
+                images.append(postprocess(model.sample(m, temperature=t, noise=noise), module.n_bits).cpu())
+                bar.update(1)
+            blocks.append(grid_of(torch.cat(images), nrow=cfg.get("nrow")))
+    grid = blocks[0] if len(blocks) == 1 else make_grid(torch.stack(blocks), nrow=len(blocks), padding=4, pad_value=1.0)
+    out_png = resolve_path(cfg.get("output") or output_dir / "samples.png")
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, out_png)
+    record: dict[str, Any] = {"checkpoint": str(ckpt), "samples_png": str(out_png), "n": n, "temperatures": temps}
+    lines = [f"samples ({n} per temperature, T = {', '.join(map(str, temps))}): {out_png}"]
+
+    n_rec = int(cfg.get("reconstructions") or 0)
+    n_int = int(cfg.get("interpolations") or 0)
+    if n_rec or n_int:
+        dm = datamodule_for(cfg, module)
+        images = _first_images(dm, max(n_rec, 2 * n_int), cfg.get("split", "test"))
+        if n_rec:
+            rgrid, stats = reconstruction_grid(module, images[:n_rec], seed)
+            path = out_png.with_name(out_png.stem + "_reconstructions.png")
+            save_image(rgrid, path)
+            record.update({"reconstructions_png": str(path), **stats})
+            lines.append(f"reconstructions (max |x - x'| = {stats['recon_err_max']:.2e}): {path}")
+        if n_int:
+            igrid = _interpolate(module, images[: 2 * n_int], int(cfg.get("interpolation_steps", 8)), seed)
+            path = out_png.with_name(out_png.stem + "_interpolations.png")
+            save_image(igrid, path)
+            record["interpolations_png"] = str(path)
+            lines.append(f"interpolations: {path}")
+    (output_dir / "sample.json").write_text(json.dumps(record, indent=2))
+    print("\n".join(lines), flush=True)
+    return record

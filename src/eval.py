@@ -1,0 +1,26 @@
+"""Bits/dim of a checkpoint (writes metrics.json in the run folder).
+
+    python src/eval.py ckpt_path=outputs/.../checkpoints/epoch_012.ckpt [split=val] [data=...]
+"""
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+if str(ROOT / "src") not in sys.path:  # also works without `pip install -e .`
+    sys.path.insert(0, str(ROOT / "src"))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    from cincflow.training.run import evaluate
+
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

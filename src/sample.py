@@ -1,0 +1,26 @@
+"""Samples from a checkpoint into a PNG grid (+ reconstructions, interpolations).
+
+    python src/sample.py ckpt_path=... n=64 temperature=0.7 [reconstructions=16] [interpolations=4]
+"""
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+if str(ROOT / "src") not in sys.path:  # also works without `pip install -e .`
+    sys.path.insert(0, str(ROOT / "src"))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    from cincflow.training.run import sample
+
+    sample(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Train a flow: fit, then test with the best checkpoint.
+
+    python src/train.py coupling=quad conv=cinc            # CInC + quad coupling (paper defaults)
+    python src/train.py experiment=quickstart              # offline digits, CPU, minutes (make train)
+    python src/train.py -m coupling=affine,quad conv=cinc,emerging   # 4 jobs
+    python src/train.py ckpt_path=outputs/.../checkpoints/last.ckpt  # resume
+"""
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+if str(ROOT / "src") not in sys.path:  # also works without `pip install -e .`
+    sys.path.insert(0, str(ROOT / "src"))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    from cincflow.training.run import train
+
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Shared fixtures: W&B sandboxed offline in a temporary folder, and composing the real configs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def wandb_sandbox(tmp_path_factory, monkeypatch):
+    """W&B never goes online from the tests and writes only below a temporary folder."""
+    base = tmp_path_factory.mktemp("wandb_env")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(base / var.lower()))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    return base
+
+
+@pytest.fixture
+def compose_cfg():
+    """compose_cfg(config_name, overrides, output_dir) -> the composed DictConfig, as the CLI would
+    see it (``hydra:`` interpolations resolvable, ``paths.output_dir`` = output_dir)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    def _compose(config_name: str, overrides: list[str], output_dir: Path):
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+            del cfg.hydra
+        return cfg
+
+    return _compose

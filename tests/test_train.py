@@ -1,0 +1,231 @@
+"""The training system on the real configs (conf/), in-process, with tiny models on data=digits:
+every conv x coupling trains with validation and test, bits/dim falls, resume continues without
+re-initialising ActNorm, W&B offline writes a real run folder, the config groups behave."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from cincflow.layers.actnorm import ActNorm
+from cincflow.training import FlowLitModule
+from cincflow.training.run import train
+
+# a few optimiser steps of a tiny model; validation and test on one batch each
+TINY = [
+    "experiment=quickstart",
+    "logger=none",
+    "model.depth=1",
+    "model.width=8",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "actnorm_init_images=64",
+    "optim.warmup_steps=2",
+    "samples.n=4",
+    "callbacks.samples.n_reconstructions=4",
+    "callbacks.samples.every_n_epochs=1",
+]
+
+
+class StepRecorder(Callback):
+    """Records the training loss of every step and the validation bits/dim of every epoch."""
+
+    def __init__(self):
+        self.train_bpd: list[float] = []
+        self.val_bpd: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.train_bpd.append(float(outputs["loss"]))
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.val_bpd.append(float(trainer.callback_metrics["val/bpd"]))
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("coupling", ["affine", "additive", "quad"])
+@pytest.mark.parametrize("conv", ["cinc", "emerging", "glow"])
+def test_every_conv_and_coupling_trains_validates_and_tests(compose_cfg, tmp_path, conv, coupling):
+    cfg = compose_cfg("train", [*TINY, f"conv={conv}", f"coupling={coupling}"], tmp_path)
+    result = train(cfg)
+
+    assert result["conv"] == conv and result["coupling"] == coupling
+    assert result["global_step"] == 3
+    for key in ("train/bpd", "val/bpd", "test/bpd"):
+        assert math.isfinite(result[key]) and 0 < result[key] < 10, (key, result[key])
+    # the model got its dimensions from the data (digits: 1 x 8 x 8, 5 bits)
+    assert (cfg.model.in_channels, cfg.model.image_size, cfg.model.n_bits) == (1, 8, 5)
+    # checkpoints (best by val/bpd and last), the test ran on the best one
+    assert Path(result["best_checkpoint"]).is_file() and Path(result["last_checkpoint"]).name == "last.ckpt"
+    # sample grids (fixed noise) and reconstructions with a small error
+    assert Path(result["samples_png"]).is_file()
+    assert (tmp_path / "samples" / "epoch_000.png").is_file()
+    assert (tmp_path / "samples" / "recon_epoch_000.png").is_file()
+    assert result["val/recon_err_max"] < 1e-3
+    on_disk = _metrics(tmp_path)
+    assert on_disk["test/bpd"] == pytest.approx(result["test/bpd"])
+    assert len(on_disk["history"]) == 1
+    # lr, gradient norm and throughput were logged
+    assert result["train/lr"] > 0 and result["train/grad_norm"] > 0 and result["train/images_per_sec"] > 0
+
+
+def test_bpd_decreases_on_digits(compose_cfg, tmp_path):
+    cfg = compose_cfg(
+        "train",
+        [*TINY, "model.depth=2", "model.width=16", "trainer.max_epochs=3", "trainer.limit_train_batches=15",
+         "trainer.limit_val_batches=3", "ema_decay=null", "optim.warmup_steps=5", "test=false"],
+        tmp_path,
+    )
+    recorder = StepRecorder()
+    train(cfg, extra_callbacks=[recorder])
+    steps = recorder.train_bpd
+    assert len(steps) == 45 and all(math.isfinite(v) for v in steps)
+    first, last = sum(steps[:5]) / 5, sum(steps[-5:]) / 5
+    assert last < first - 0.3, (first, last)
+    assert len(recorder.val_bpd) == 3
+    assert recorder.val_bpd[-1] < recorder.val_bpd[0], recorder.val_bpd
+
+
+def _actnorm_state(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for a in module.modules() if isinstance(a, ActNorm) for t in (a.loc, a.log_scale)]
+
+
+def test_resume_continues_and_never_reinitialises_actnorm(compose_cfg, tmp_path, monkeypatch):
+    calls = []
+    original_init = FlowLitModule.initialize_actnorm
+
+    def counting_init(self, images):
+        calls.append(images.shape[0])
+        return original_init(self, images)
+
+    monkeypatch.setattr(FlowLitModule, "initialize_actnorm", counting_init)
+    first = tmp_path / "first"
+    cfg = compose_cfg("train", [*TINY, "trainer.limit_train_batches=2", "trainer.max_epochs=2", "test=false"], first)
+    result = train(cfg)
+    assert calls == [64], "a fresh run initialises ActNorm once, on actnorm_init_images images"
+    last = first / "checkpoints" / "last.ckpt"
+    assert result["global_step"] == 4 and last.is_file()
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 4
+
+    calls.clear()
+    seen = {}
+
+    class Probe(Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["start_step"] = trainer.global_step
+            seen["actnorm"] = _actnorm_state(pl_module.model)
+            seen["ema_updates"] = int(pl_module.ema.num_updates)
+            seen["sched_epoch"] = trainer.lr_scheduler_configs[0].scheduler.last_epoch
+            seen["adam_steps"] = [int(s["step"]) for s in trainer.optimizers[0].state.values()][:1]
+
+    second = tmp_path / "second"
+    cfg2 = compose_cfg(
+        "train", [*TINY, "trainer.limit_train_batches=2", "trainer.max_epochs=4", "test=false", f"ckpt_path={last}"],
+        second,
+    )
+    result2 = train(cfg2, extra_callbacks=[Probe()])
+
+    assert calls == [], "ActNorm was re-initialised on resume"
+    assert seen["start_step"] == 4 and result2["global_step"] == 8
+    assert seen["ema_updates"] == 4 and seen["sched_epoch"] == 4 and seen["adam_steps"] == [4]
+    restored = [t for name, t in ckpt["state_dict"].items() if name.startswith("model.") and
+                (name.endswith(".loc") or name.endswith(".log_scale"))]
+    assert len(restored) == len(seen["actnorm"])
+    for a, b in zip(seen["actnorm"], restored):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (second / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_wandb_offline_writes_a_run_folder_with_metrics_and_images(compose_cfg, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_MODE")  # no credentials, no network: it must go offline by itself
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    cfg = compose_cfg("train", [*TINY, "logger=wandb"], tmp_path)
+    train(cfg)
+    out = capsys.readouterr().out
+    assert out.count("W&B: logging offline") == 1
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((tmp_path / "wandb").iterdir())
+    run = runs[0]
+    run_files = list(run.glob("run-*.wandb"))
+    assert len(run_files) == 1, "no W&B run file"
+    images = list((run / "files" / "media" / "images").rglob("*.png"))
+    assert images, "no image logged to W&B"
+    history, config_keys = {}, set()
+    for record in _wandb_records(run_files[0]):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            history.update({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+        elif kind == "config":
+            config_keys.update(item.key for item in record.config.update)
+    for key in ("train/bpd", "val/bpd", "test/bpd", "train/lr", "train/grad_norm"):
+        assert math.isfinite(float(history[key])), key
+    assert "val/samples/filenames" in history and "val/reconstructions/filenames" in history
+    assert {"model", "optim", "data", "trainer"} <= config_keys
+
+
+def _wandb_records(path: Path):
+    """The protobuf records of a W&B transaction log (a LevelDB-style log after a 7-byte header)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, pending = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 1:  # full
+            yield pb.Record.FromString(chunk)
+        elif kind == 2:  # first
+            pending = chunk
+        elif kind == 3:  # middle
+            pending += chunk
+        elif kind == 4:  # last
+            yield pb.Record.FromString(pending + chunk)
+
+
+def test_unknown_group_value_lists_the_choices(compose_cfg, tmp_path):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as err:
+        compose_cfg("train", ["conv=nope"], tmp_path)
+    message = str(err.value)
+    for choice in ("cinc", "emerging", "glow"):
+        assert choice in message
+
+
+def test_config_groups_compose(compose_cfg, tmp_path):
+    cfg = compose_cfg("train", ["conv=emerging", "coupling=quad"], tmp_path)
+    assert cfg.model._target_ == "cincflow.Glow"
+    assert (cfg.model.conv, cfg.model.coupling) == ("emerging", "quad")
+    assert cfg.model.conv_kwargs.inverse == "wavefront"
+    assert (cfg.model.levels, cfg.model.depth, cfg.model.width) == (3, 32, 512)  # paper defaults
+    assert cfg.optim.name == "adamax" and cfg.optim.lr == 1e-3 and cfg.optim.warmup_epochs == 10
+    cinc = compose_cfg("train", ["conv=cinc"], tmp_path).model.conv_kwargs
+    assert dict(cinc) == {"kernel_size": 3, "fixed_diagonal": False, "init_std": 0.01, "inverse": "wavefront"}
+    assert dict(compose_cfg("train", ["conv=glow"], tmp_path).model.conv_kwargs) == {}
+    ddp = compose_cfg("train", ["trainer=ddp"], tmp_path).trainer
+    assert (ddp.accelerator, ddp.devices, ddp.strategy) == ("gpu", -1, "ddp")
+    sim = compose_cfg("train", ["trainer=ddp_sim"], tmp_path).trainer
+    assert (sim.accelerator, sim.devices, sim.strategy) == ("cpu", 2, "ddp_spawn")
+    for logger in ("wandb", "csv", "none"):
+        compose_cfg("train", [f"logger={logger}"], tmp_path)
+    paper = compose_cfg("train", ["experiment=cifar10_paper", "coupling=quad"], tmp_path)
+    assert paper.model.coupling == "quad" and paper.data.batch_size == 64 and paper.trainer.devices == 2
