@@ -18,21 +18,9 @@ from cincflow.training.run import train
 # a few optimiser steps of a tiny model; validation and test on one batch each
 TINY = [
     "experiment=quickstart",
+    "debug=smoke",  # conf/debug/smoke.yaml: depth 1, width 8, 3 steps, 1 val and 1 test batch, CPU
     "logger=none",
-    "model.depth=1",
-    "model.width=8",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "trainer.num_sanity_val_steps=0",
     "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "actnorm_init_images=64",
-    "optim.warmup_steps=2",
-    "samples.n=4",
-    "callbacks.samples.n_reconstructions=4",
-    "callbacks.samples.every_n_epochs=1",
 ]
 
 

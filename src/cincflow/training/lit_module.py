@@ -189,7 +189,7 @@ class FlowLitModule(LightningModule):
         if self.trainer.sanity_checking:
             return
         self.val_bpd_best(self.val_bpd.compute())
-        self.log("val/bpd_best", self.val_bpd_best.compute(), sync_dist=False, prog_bar=False)
+        self.log("val/bpd_best", self.val_bpd_best.compute(), sync_dist=True)  # same on every rank
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         bpd = self.eval_model.bits_per_dim(batch)

@@ -215,6 +215,8 @@ def _finish_train(cfg, trainer, module, best, last, metrics_path, seconds) -> di
         k: float(v) for k, v in trainer.callback_metrics.items()
         if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1
     }
+    # under ddp_spawn the training ran in child processes: their metrics.json knows the step count
+    before = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     record = update_metrics_json(
         metrics_path,
         {
@@ -223,14 +225,14 @@ def _finish_train(cfg, trainer, module, best, last, metrics_path, seconds) -> di
             "last_checkpoint": last or None,
             "samples_png": samples_png,
             "output_dir": str(output_dir),
-            "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch,
+            "global_step": max(trainer.global_step, int(before.get("global_step", 0))),
+            "epoch": max(trainer.current_epoch, int(before.get("epoch", 0))),
             "train_seconds": round(seconds, 1),
             "conv": cfg.model.conv,
             "coupling": cfg.model.coupling,
         },
     )
-    lines = ["", f"Done in {seconds / 60:.1f} min, {trainer.global_step} steps."]
+    lines = ["", f"Done in {seconds / 60:.1f} min, {record['global_step']} steps."]
     if "test/bpd" in record:
         lines.append(f"test bits/dim: {record['test/bpd']:.4f}" + (" (best checkpoint)" if best else ""))
     if record.get("val/bpd_best") is not None:
