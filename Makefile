@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
-SCALE ?= smoke
+SCALE ?= full
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-slow bench reproduce clean
@@ -29,6 +29,9 @@ test-slow: .venv/.installed ## run only the slow tests
 
 bench: .venv/.installed ## sampling vs forward speed benchmark (CPU size); writes results/benchmark_cpu.json
 	$(PY) src/benchmark.py size=cpu
+
+reproduce: .venv/.installed ## the paper's tables: SCALE=full (GPUs, days) or SCALE=smoke (CPU, ~20 min); writes results/$$SCALE/
+	$(PY) src/reproduce.py --scale $(SCALE)
 
 clean: ## remove caches and outputs (keeps .venv)
 	rm -rf .pytest_cache outputs multirun
