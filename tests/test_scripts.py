@@ -32,9 +32,9 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def multirun(tmp_path_factory):
-    """python src/train.py -m coupling=affine,quad conv=cinc,emerging (tiny settings, CSV logger)."""
+    """python src/train.py -m coupling=affine,quad conv=cinc,emerging (tiny settings; W&B offline + CSV)."""
     sweep = tmp_path_factory.mktemp("multirun")
-    proc = ok(run_script("train.py", "-m", *SMOKE, "logger=csv", "coupling=affine,quad", "conv=cinc,emerging",
+    proc = ok(run_script("train.py", "-m", *SMOKE, "logger=wandb_csv", "coupling=affine,quad", "conv=cinc,emerging",
                          f"hydra.sweep.dir={sweep}"))
     return sweep, proc
 
@@ -43,7 +43,7 @@ def test_multirun_four_jobs_four_folders(multirun):
     sweep, proc = multirun
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").exists())
     assert len(jobs) == 4, [p.name for p in sweep.iterdir()]
-    seen = set()
+    seen, run_ids = set(), set()
     for job in jobs:
         metrics = json.loads((job / "metrics.json").read_text())
         seen.add((metrics["conv"], metrics["coupling"]))
@@ -52,6 +52,11 @@ def test_multirun_four_jobs_four_folders(multirun):
         assert math.isfinite(metrics["test/bpd"])
         assert Path(metrics["best_checkpoint"]).is_file() and Path(metrics["samples_png"]).is_file()
         assert (job / "csv" / "version_0" / "metrics.csv").is_file()
+        runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, runs  # each job its own W&B run
+        run_ids.add(runs[0].name.rsplit("-", 1)[-1])
+    assert len(run_ids) == 4
+    assert proc.stdout.count("W&B: logging offline") == 1
     assert seen == {("cinc", "affine"), ("cinc", "quad"), ("emerging", "affine"), ("emerging", "quad")}
     assert proc.stdout.count("test bits/dim:") == 4
 

@@ -163,6 +163,14 @@ def test_wandb_offline_writes_a_run_folder_with_metrics_and_images(compose_cfg, 
     assert "val/samples/filenames" in history and "val/reconstructions/filenames" in history
     assert {"model", "optim", "data", "trainer"} <= config_keys
 
+    # the run id is in the checkpoint; resuming from it continues the same W&B run
+    run_id = run.name.rsplit("-", 1)[-1]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["wandb_run_id"] == run_id
+    resumed = tmp_path / "resumed"
+    train(compose_cfg("train", [*TINY, "logger=wandb", "trainer.max_epochs=2", f"ckpt_path={last}"], resumed))
+    assert [p.name.rsplit("-", 1)[-1] for p in (resumed / "wandb").glob("offline-run-*")] == [run_id]
+
 
 def _wandb_records(path: Path):
     """The protobuf records of a W&B transaction log (a LevelDB-style log after a 7-byte header)."""

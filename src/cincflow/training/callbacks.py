@@ -96,42 +96,38 @@ class SampleGrids(Callback):
         self.last_png: str | None = None
 
     def _active(self, trainer: Trainer) -> bool:
-        return (
-            trainer.is_global_zero
-            and not trainer.sanity_checking
-            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        )
+        return not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if batch_idx == 0 and dataloader_idx == 0 and trainer.is_global_zero and self._val_images is None:
+        if batch_idx == 0 and dataloader_idx == 0 and self._val_images is None:
             if isinstance(batch, torch.Tensor) and self.n_reconstructions > 0:
                 self._val_images = batch[: self.n_reconstructions].detach().cpu().clone()
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._active(trainer):
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        epoch = trainer.current_epoch
-        images, captions = [], []
-        if self.n > 0 and self.temperatures:
+        epoch, step = trainer.current_epoch, trainer.global_step
+        if trainer.is_global_zero:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        if self._val_images is not None:  # every rank (its own first batch), metrics synced
+            grid, stats = reconstruction_grid(pl_module, self._val_images, self.seed)
+            pl_module.log("val/recon_err_max", stats["recon_err_max"], sync_dist=True, reduce_fx="max")
+            pl_module.log("val/recon_err_mean", stats["recon_err_mean"], sync_dist=True)
+            pl_module.log("val/recon_pixels_exact", stats["recon_pixels_exact"], sync_dist=True)
+            if trainer.is_global_zero:
+                path = self.dir / f"recon_epoch_{epoch:03d}.png"
+                save_image(grid, path)
+                for lg in wandb_loggers(trainer):
+                    caption = f"epoch {epoch}: originals | reconstructions, max err {stats['recon_err_max']:.2e}"
+                    lg.log_image("val/reconstructions", [str(path)], step=step, caption=[caption])
+        if trainer.is_global_zero and self.n > 0 and self.temperatures:  # sampling: rank 0 only
             grid = sample_grid(pl_module, self.n, self.temperatures, self.seed)
             path = self.dir / f"epoch_{epoch:03d}.png"
             save_image(grid, path)
             self.last_png = str(path)
-            images.append(str(path))
-            captions.append(f"epoch {epoch}, step {trainer.global_step}, T = {', '.join(map(str, self.temperatures))}")
-        if self._val_images is not None:
-            grid, stats = reconstruction_grid(pl_module, self._val_images, self.seed)
-            path = self.dir / f"recon_epoch_{epoch:03d}.png"
-            save_image(grid, path)
-            for key, value in stats.items():
-                pl_module.log(f"val/{key}", value, rank_zero_only=True)
+            caption = f"epoch {epoch}, step {step}, T = {', '.join(map(str, self.temperatures))}"
             for lg in wandb_loggers(trainer):
-                lg.log_image("val/reconstructions", [str(path)], step=trainer.global_step,
-                             caption=[f"epoch {epoch}: originals | reconstructions, max err {stats['recon_err_max']:.2e}"])
-        for lg in wandb_loggers(trainer):
-            if images:
-                lg.log_image("val/samples", images, step=trainer.global_step, caption=captions)
+                lg.log_image("val/samples", [str(path)], step=step, caption=[caption])
 
 
 class Throughput(Callback):

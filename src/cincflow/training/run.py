@@ -8,10 +8,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,19 @@ DATA_KEYS = ("in_channels", "image_size", "n_bits")
 @rank_zero_only
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` intra-op CPU threads (None: leave PyTorch's default), restored afterwards.
+    One thread avoids the collapse of small-tensor CPU training when the cores are shared."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _container(cfg: Any) -> Any:
@@ -134,6 +149,11 @@ def _world_size_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDa
 def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Fit, test the best checkpoint, write samples.png and metrics.json; returns the metrics
     (on global rank 0; an empty dict elsewhere). ``extra_callbacks`` are added to the config's."""
+    with torch_threads(cfg.get("num_threads")):
+        return _train(cfg, extra_callbacks)
+
+
+def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str, Any]:
     start = time.time()
     if cfg.get("seed") is not None:
         seed_everything(int(cfg.seed), workers=True)
@@ -251,6 +271,11 @@ def _finish_train(cfg, trainer, module, best, last, metrics_path, seconds) -> di
 # ============================================================================ eval
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Bits/dim of a checkpoint on the test split (``split=val`` for validation); metrics.json."""
+    with torch_threads(cfg.get("num_threads")):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -314,6 +339,11 @@ def _first_images(datamodule: LightningDataModule, n: int, split: str = "test") 
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """N samples at temperature(s) T from a checkpoint into a PNG grid (+ optional extras)."""
+    with torch_threads(cfg.get("num_threads")):
+        return _sample(cfg)
+
+
+def _sample(cfg: DictConfig) -> dict[str, Any]:
     seed = int(cfg.get("seed") or 0)
     seed_everything(seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
