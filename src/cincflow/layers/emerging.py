@@ -8,26 +8,40 @@ y = causal(anticausal(x; W1); W2) + b, [B, C, H, W] -> [B, C, H, W].
   centre.
 - causal: support in the top-left 2 x 2 quadrant, padded top/left, lower-triangular centre.
 Both centres have diagonal exp(log_diag): log|det| = H * W * (sum log_diag1 + sum log_diag2).
-Inverse: undo the bias, solve the causal factor (raster order), then the anti-causal one (reverse
-raster order). The flow step puts a Glow 1x1 convolution in front.
+Inverse: undo the bias, solve the causal factor, then the anti-causal one in flipped coordinates;
+each factor with the exact algorithm ``inverse`` of :mod:`cincflow.layers.causal` (precomputation
+cached per factor and weight state). ``track_residual`` / ``last_residual`` as in
+:class:`~cincflow.layers.cinc.CInCConv`. The flow step puts a Glow 1x1 convolution in front.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .causal import causal_conv, causal_conv_inverse, check_inverse_mode, flip
+from .causal import DEFAULT_INVERSE, CausalInverse, causal_conv, check_inverse_mode, flip, relative_residual
 from .causal_weight import CausalWeight
 
 
 class EmergingConv(nn.Module):
-    def __init__(self, channels: int, init_std: float = 0.01, inverse: str = "wavefront"):
+    def __init__(self, channels: int, init_std: float = 0.01, inverse: str = DEFAULT_INVERSE):
         super().__init__()
-        check_inverse_mode(inverse)
         self.inverse_mode = inverse
         self.anticausal = CausalWeight(channels, 2, init_std=init_std)  # stored flipped (causal form)
         self.causal = CausalWeight(channels, 2, init_std=init_std)
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.track_residual = False
+        self.last_residual: float | None = None
+        self._solve_causal = CausalInverse()
+        self._solve_anticausal = CausalInverse()
+
+    @property
+    def inverse_mode(self) -> str:
+        return self._inverse_mode
+
+    @inverse_mode.setter
+    def inverse_mode(self, mode: str) -> None:
+        check_inverse_mode(mode)
+        self._inverse_mode = mode
 
     def _logdet(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -39,6 +53,8 @@ class EmergingConv(nn.Module):
         return causal_conv(h, self.causal(), self.bias), self._logdet(x)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = causal_conv_inverse(y, self.causal(), self.bias, self.inverse_mode)
-        x = flip(causal_conv_inverse(flip(h), self.anticausal(), None, self.inverse_mode))
+        h = self._solve_causal(y, self.causal(), self.bias, self.inverse_mode)
+        x = flip(self._solve_anticausal(flip(h), self.anticausal(), None, self.inverse_mode))
+        if self.track_residual:
+            self.last_residual = relative_residual(self.forward(x)[0], y)
         return x, -self._logdet(y)

@@ -1,0 +1,417 @@
+"""Sampling-versus-forward speed benchmark (``make bench``; entry point ``src/benchmark.py``).
+
+Models: conv in {glow, emerging, cinc} x coupling in {affine, quad}, CIFAR-10 shape 32 x 32 x 3, with
+random weights perturbed away from their zero initialisation (ActNorm initialised on random images,
+then every parameter + N(0, 0.003^2), the centres' log-diagonals + N(0, 0.1^2); the invertible convs'
+off-centre taps keep their N(0, 0.01^2) initialisation), so every layer does real work; no dataset
+needed. (Larger perturbations of the coupling networks make random models' samples overflow, with
+every inverse algorithm alike.) For each: the forward pass x -> z and a sampling pass z -> x for
+``n`` images (warm-up, then the median of ``reps`` timed runs, CUDA synchronised) with every inverse
+algorithm and with the published sequential algorithm for reference; the inverse/forward time of
+the model's invertible convolutions alone; the reconstruction error; the sampling pass's worst inverse
+residual; peak memory. Plus a single CInC layer at 16 x 16 x 12 and 32 x 32 x 12.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from .layers.causal import ALGORITHMS, INVERSE_MODES, CausalInverse, auto_choice
+from .layers.cinc import CInCConv
+from .layers.invconv1x1 import InvConv1x1
+from .model import Glow
+from .sampling import invertible_convs, sample_with_check, set_inverse_mode
+
+SIZES = {
+    # the paper's CIFAR-10 model (PAPER.md section 5)
+    "paper": dict(image_size=32, levels=3, depth=32, width=512, n=100, reps=5, layer_sizes=((12, 16), (12, 32))),
+    # the same topology, small enough for 2 CPU cores in a few minutes
+    "cpu": dict(image_size=32, levels=3, depth=8, width=128, n=100, reps=5, layer_sizes=((12, 16), (12, 32))),
+    # a smoke test (the test suite)
+    "tiny": dict(image_size=8, levels=2, depth=1, width=8, n=4, reps=1, layer_sizes=((12, 4),)),
+}
+CONVS = ("glow", "emerging", "cinc")
+COUPLINGS = ("affine", "quad")
+SEQUENTIAL = "sequential"  # the published algorithm (reference only)
+TARGETS = {
+    "cinc_sampling_over_forward": ("<=", 1.5),
+    "cinc_sampling_over_glow": ("<=", 1.3),
+    "emerging_over_cinc_sampling": (">=", 1.9),
+    "layer_32x32x12_best_inverse_over_forward": ("<=", 3.0),
+}
+
+
+# --- measurement -----------------------------------------------------------------------------------
+
+
+def timed(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> float:
+    """Median wall time of ``reps`` calls after ``warmup`` calls, seconds (CUDA synchronised)."""
+
+    def once() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    for _ in range(warmup):
+        once()
+    return statistics.median(once() for _ in range(reps))
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes allocated while ``fn`` runs, beyond what was allocated before: the CUDA allocator's
+    high-water mark, or on the CPU the running sum of the profiler's allocation and free events."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    changes = sorted(
+        (e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+        for e in prof.events()
+    )
+    live = peak = 0
+    for _, change in changes:
+        live += change
+        peak = max(peak, live)
+    return int(peak)
+
+
+# --- the published algorithm, for reference --------------------------------------------------------
+
+
+def sequential_inverse(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The published CInC / Emerging inverse: raster-order substitution one pixel at a time (a Python
+    loop over the H * W pixels, batched over the images):
+    x[i, j] = K_c^-1 (y[i, j] - b - sum over the off-centre taps W[p, q] x[i - p, j - q])."""
+    bsz, c, h, w = y.shape
+    k = weight.shape[-1]
+    centre = weight[:, :, k - 1, k - 1]
+    off = weight.clone()
+    off[:, :, k - 1, k - 1] = 0
+    if bias is not None:
+        y = y - bias.view(1, c, 1, 1)
+    xp = y.new_zeros(bsz, c, h + k - 1, w + k - 1)
+    for i in range(h):
+        for j in range(w):
+            r = y[:, :, i, j] - torch.einsum("bcpq,ocpq->bo", xp[:, :, i : i + k, j : j + k], off)
+            xp[:, :, i + k - 1, j + k - 1] = torch.linalg.solve_triangular(centre, r.T, upper=False).T
+    return xp[:, :, k - 1 :, k - 1 :]
+
+
+@contextmanager
+def published_inverse(model: nn.Module) -> Iterator[None]:
+    """Inside the block every CInC / Emerging layer of ``model`` inverts with :func:`sequential_inverse`."""
+
+    def solve(y, weight, bias=None, mode=None):
+        return sequential_inverse(y, weight, bias)
+
+    swapped = []
+    for layer in invertible_convs(model):
+        for name, value in list(vars(layer).items()):
+            if isinstance(value, CausalInverse):
+                swapped.append((layer, name, value))
+                setattr(layer, name, solve)
+    try:
+        yield
+    finally:
+        for layer, name, value in swapped:
+            setattr(layer, name, value)
+
+
+# --- models ----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def perturb(module: nn.Module, seed: int = 0, scale: float = 0.003, log_diag_std: float = 0.1) -> None:
+    """Every parameter + N(0, scale^2); the invertible convs' centre log-diagonals + N(0, log_diag_std^2)."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in module.named_parameters():
+        std = log_diag_std if name.endswith("log_diag") else scale
+        p.add_((torch.randn(p.shape, generator=gen) * std).to(p))
+
+
+def build_model(conv: str, coupling: str, cfg: dict, device: torch.device, seed: int = 0) -> tuple[Glow, torch.Tensor]:
+    """The model with perturbed random weights, in eval mode, and the random images it was initialised on."""
+    torch.manual_seed(seed)
+    model = Glow(3, cfg["image_size"], cfg["levels"], cfg["depth"], cfg["width"], conv, coupling).to(device).eval()
+    x = torch.rand(cfg["n"], 3, cfg["image_size"], cfg["image_size"], device=device) - 0.5
+    with torch.no_grad():
+        model.encode(x)  # data-dependent ActNorm initialisation
+    perturb(model, seed)
+    return model, x
+
+
+@torch.no_grad()
+def conv_layer_io(model: Glow, x: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor]]:
+    """(layer, input, output) of every invertible convolution (CInC, Emerging, 1x1) in one forward pass."""
+    layers = invertible_convs(model) + [m for m in model.modules() if isinstance(m, InvConv1x1)]
+    records, hooks = {}, []
+    for layer in layers:
+        hooks.append(layer.register_forward_hook(lambda m, inp, out: records.__setitem__(m, (inp[0], out[0]))))
+    model.encode(x)
+    for hook in hooks:
+        hook.remove()
+    return [(layer, *records[layer]) for layer in layers]
+
+
+@torch.no_grad()
+def bench_model(conv: str, coupling: str, cfg: dict, device: torch.device) -> dict:
+    model, x = build_model(conv, coupling, cfg, device)
+    reps = cfg["reps"]
+    noise = [torch.randn(cfg["n"], *shape, device=device) for shape in model.latent_shapes()]
+    row = {"conv": conv, "coupling": coupling, "parameters": model.parameter_counts()["total"]}
+    row["forward_s"] = timed(lambda: model.encode(x), device, reps)
+    modes = INVERSE_MODES if conv != "glow" else ("auto",)
+    row["sampling_s"] = {}
+    for mode in modes:
+        set_inverse_mode(model, mode)
+        row["sampling_s"][mode] = timed(lambda: model.sample(cfg["n"], 1.0, noise), device, reps)
+    set_inverse_mode(model, "auto")
+    if conv != "glow":
+        with published_inverse(model):
+            row["sampling_s"][SEQUENTIAL] = timed(lambda: model.sample(cfg["n"], 1.0, noise), device, max(1, reps // 2))
+    row["best_mode"] = min(modes, key=row["sampling_s"].get)
+    row["sampling_best_s"] = row["sampling_s"][row["best_mode"]]
+    row["sampling_over_forward"] = row["sampling_best_s"] / row["forward_s"]
+
+    io = conv_layer_io(model, x)
+    mine = [(layer, xi, yi) for layer, xi, yi in io if (conv == "glow") == isinstance(layer, InvConv1x1)]
+    fwd = timed(lambda: [layer(xi) for layer, xi, _ in mine], device, reps)
+    row["conv_layers"] = {"count": len(mine), "forward_s": fwd, "inverse_over_forward": {}}
+    for mode in modes:
+        if conv != "glow":
+            set_inverse_mode(model, mode)
+        inv = timed(lambda: [layer.inverse(yi) for layer, _, yi in mine], device, reps)
+        row["conv_layers"]["inverse_over_forward"][mode] = inv / fwd
+    set_inverse_mode(model, "auto")
+    if conv != "glow":
+        with published_inverse(model):
+            inv = timed(lambda: [layer.inverse(yi) for layer, _, yi in mine], device, 1, warmup=0)
+        row["conv_layers"]["inverse_over_forward"][SEQUENTIAL] = inv / fwd
+
+    zs, _ = model.encode(x)
+    row["reconstruction_error"] = float((model.decode(zs) - x).abs().max())
+    residual = sample_with_check(model, cfg["n"], 1.0, noise)[1]
+    row["sample_residual"] = residual if math.isfinite(residual) else None  # None: the samples overflowed
+    row["peak_memory_bytes"] = {
+        "forward": peak_memory(lambda: model.encode(x), device),
+        "sampling": peak_memory(lambda: model.sample(cfg["n"], 1.0, noise), device),
+    }
+    return row
+
+
+@torch.no_grad()
+def bench_layer(channels: int, size: int, cfg: dict, device: torch.device) -> dict:
+    """One CInC layer, ``n`` images of size x size x channels: forward, every inverse, the published one."""
+    torch.manual_seed(0)
+    layer = CInCConv(channels).to(device)
+    perturb(layer)
+    x = torch.randn(cfg["n"], channels, size, size, device=device)
+    y, _ = layer(x)
+    row = {"shape": [channels, size, size], "images": cfg["n"], "forward_s": timed(lambda: layer(x), device, cfg["reps"])}
+    row["inverse_s"], row["error"] = {}, {}
+    for mode in INVERSE_MODES:
+        layer.inverse_mode = mode
+        row["inverse_s"][mode] = timed(lambda: layer.inverse(y), device, cfg["reps"])
+        row["error"][mode] = float((layer.inverse(y)[0] - x).abs().max())
+    row["auto_picks"] = auto_choice(y, layer.kernel.kernel_size)
+    weight, bias = layer.kernel(), layer.bias
+    row["inverse_s"][SEQUENTIAL] = timed(lambda: sequential_inverse(y, weight, bias), device, 1, warmup=0)
+    row["error"][SEQUENTIAL] = float((sequential_inverse(y, weight, bias) - x).abs().max())
+    row["best_mode"] = min(ALGORITHMS, key=row["inverse_s"].get)
+    row["inverse_over_forward"] = {m: t / row["forward_s"] for m, t in row["inverse_s"].items()}
+    return row
+
+
+def evaluate_targets(models: list[dict], layers: list[dict]) -> list[dict]:
+    """The issue's four speed targets, from this run's measurements."""
+    by = {(m["conv"], m["coupling"]): m for m in models}
+    rows = []
+
+    def add(name: str, value: float, detail: str) -> None:
+        op, limit = TARGETS[name]
+        met = value <= limit if op == "<=" else value >= limit
+        rows.append({"target": name, "detail": detail, "value": value, "limit": f"{op} {limit}", "met": bool(met)})
+
+    for coupling in COUPLINGS:
+        cinc, glow, emerging = (by.get((conv, coupling)) for conv in ("cinc", "glow", "emerging"))
+        if cinc:
+            add("cinc_sampling_over_forward", cinc["sampling_over_forward"], coupling)
+        if cinc and glow:
+            add("cinc_sampling_over_glow", cinc["sampling_best_s"] / glow["sampling_best_s"], coupling)
+        if cinc and emerging:
+            add("emerging_over_cinc_sampling", emerging["sampling_best_s"] / cinc["sampling_best_s"], coupling)
+    for layer in layers:
+        if layer["shape"] == [12, 32, 32]:
+            add("layer_32x32x12_best_inverse_over_forward", layer["inverse_over_forward"][layer["best_mode"]], layer["best_mode"])
+    return rows
+
+
+def machine(device: torch.device) -> dict:
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def run(size: str = "cpu", device: str = "cpu", threads: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run the benchmark at ``size`` (``paper``, ``cpu`` or ``tiny``); returns the JSON-able result."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}: choose one of {', '.join(SIZES)}")
+    cfg = dict(SIZES[size])
+    dev = torch.device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    models = []
+    for coupling in COUPLINGS:
+        for conv in CONVS:
+            models.append(bench_model(conv, coupling, cfg, dev))
+            m = models[-1]
+            log(f"{conv:9s}{coupling:7s} forward {m['forward_s']:.3f}s sampling {m['sampling_best_s']:.3f}s ({m['best_mode']})")
+    by = {(m["conv"], m["coupling"]): m for m in models}
+    for m in models:
+        m["sampling_over_glow"] = m["sampling_best_s"] / by[("glow", m["coupling"])]["sampling_best_s"]
+        m["sampling_over_emerging"] = m["sampling_best_s"] / by[("emerging", m["coupling"])]["sampling_best_s"]
+    layers = []
+    for channels, side in cfg["layer_sizes"]:
+        layers.append(bench_layer(channels, side, cfg, dev))
+        log(f"CInC layer {channels}x{side}x{side}: " + ", ".join(f"{k} {v:.4f}s" for k, v in layers[-1]["inverse_s"].items()))
+    cfg.pop("layer_sizes")
+    return {
+        "meta": {
+            "size": size,
+            "config": cfg,
+            "dtype": "float32",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(dev),
+            "seconds": time.perf_counter() - started,
+        },
+        "models": models,
+        "layers": layers,
+        "targets": evaluate_targets(models, layers),
+    }
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def markdown(result: dict) -> str:
+    """The result as markdown tables (models, conv layers, single layer, targets, the papers' numbers)."""
+    meta, cfg, mach = result["meta"], result["meta"]["config"], result["meta"]["machine"]
+    where = mach.get("gpu") or mach.get("cpu_model") or mach["processor"]
+    lines = [
+        f"Benchmark `{meta['size']}`: {cfg['n']} images of {cfg['image_size']}x{cfg['image_size']}x3, L={cfg['levels']}, "
+        f"K={cfg['depth']}, width {cfg['width']}, {meta['dtype']}, median of {cfg['reps']} runs after a warm-up. "
+        f"Machine: {where}, {mach['cpu_count']} CPUs, {mach['torch_threads']} torch thread(s), device {mach['device']}, "
+        f"torch {mach['torch']}; {meta['date']}; took {meta['seconds']:.0f} s.",
+        "",
+        "Models (sampling with the fastest inverse algorithm; `sequential` = the published per-pixel raster scan):",
+        "",
+        "| conv | coupling | params | forward s | sampling s (algorithm) | sampling / forward | vs Glow | vs Emerging "
+        "| sequential sampling s | recon. error | sample residual | peak MiB fwd / sample |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in result["models"]:
+        seq = m["sampling_s"].get(SEQUENTIAL)
+        lines.append(
+            f"| {m['conv']} | {m['coupling']} | {m['parameters'] / 1e6:.2f} M | {m['forward_s']:.3f} | "
+            f"{m['sampling_best_s']:.3f} ({m['best_mode']}) | {m['sampling_over_forward']:.2f} | "
+            f"{m['sampling_over_glow']:.2f} | {m['sampling_over_emerging']:.2f} | "
+            f"{'-' if seq is None else f'{seq:.3f}'} | {m['reconstruction_error']:.1e} | "
+            f"{'overflow' if m['sample_residual'] is None else format(m['sample_residual'], '.1e')} | "
+            f"{_mib(m['peak_memory_bytes']['forward'])} / {_mib(m['peak_memory_bytes']['sampling'])} |"
+        )
+    modes = [*INVERSE_MODES, SEQUENTIAL]
+    lines += [
+        "",
+        "Invertible convolutions of each model alone (all layers, on their own inputs): inverse time / forward time,",
+        "and the model's sampling time with each algorithm (s):",
+        "",
+        "| conv | coupling | layers | " + " | ".join(f"{m} inv/fwd" for m in modes) + " | "
+        + " | ".join(f"{m} sampling" for m in modes) + " |",
+        "|---|---|---:|" + "---:|" * (2 * len(modes)),
+    ]
+    for m in result["models"]:
+        if m["conv"] == "glow":
+            continue
+        ratios = m["conv_layers"]["inverse_over_forward"]
+        lines.append(
+            f"| {m['conv']} | {m['coupling']} | {m['conv_layers']['count']} | "
+            + " | ".join(f"{ratios[k]:.2f}" for k in modes) + " | "
+            + " | ".join(f"{m['sampling_s'][k]:.3f}" for k in modes) + " |"
+        )
+    lines += [
+        "",
+        "One CInC 3x3 layer, forward and inverse (`auto` = the algorithm it picks; `kernel` = one FFT or "
+        "direct convolution with the H x W inverse kernel; `sequential` = Python loop over pixels, one "
+        "batched C x C triangular solve each, the published algorithm):",
+        "",
+        "| C x H x W | images | forward ms | " + " | ".join(f"{k} ms (x fwd)" for k in modes) + " | max error |",
+        "|---|---:|---:|" + "---:|" * len(modes) + "---:|",
+    ]
+    for layer in result["layers"]:
+        c, h, w = layer["shape"]
+        cells = [f"{layer['inverse_s'][k] * 1e3:.2f} ({layer['inverse_over_forward'][k]:.1f})" for k in modes]
+        cells[0] += f" [{layer['auto_picks']}]"
+        lines.append(
+            f"| {c}x{h}x{w} | {layer['images']} | {layer['forward_s'] * 1e3:.2f} | " + " | ".join(cells)
+            + f" | {max(layer['error'].values()):.1e} |"
+        )
+    lines += ["", "Targets (issue #4), measured in this run:", "", "| target | case | value | limit | met |", "|---|---|---:|---:|---|"]
+    for t in result["targets"]:
+        lines.append(f"| {t['target']} | {t['detail']} | {t['value']:.2f} | {t['limit']} | {'yes' if t['met'] else 'NO'} |")
+    lines += [
+        "",
+        "The papers' numbers (PAPER.md section 6), 100 images: CInC poster, sampling on one CPU core (published "
+        "Cython sequential inverse): CIFAR-10 Emerging 2.45 s, CInC 1.31 s (Emerging / CInC = 1.87). FInC paper, "
+        "GPU, forward FT / sampling ST: Emerging 0.49 / 17.19 s (35x), CInC 0.42 / 7.91 s (19x), FInC 0.37 / 0.41 s (1.1x).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out: str | Path) -> tuple[Path, Path]:
+    """Write ``out`` (JSON) and the markdown next to it (same name, ``.md``)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    md = out.with_suffix(".md")
+    md.write_text(markdown(result))
+    return out, md
