@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,10 @@ def test_wandb_offline_writes_a_run_folder_with_metrics_and_images(compose_cfg, 
     images = list((run / "files" / "media" / "images").rglob("*.png"))
     assert images, "no image logged to W&B"
     history, config_keys = {}, set()
+    deadline = time.time() + 60  # the W&B service may still be flushing the log after wandb.finish()
+    while not any(r.WhichOneof("record_type") == "exit" for r in _wandb_records(run_files[0])):
+        assert time.time() < deadline, "the W&B run log was never completed"
+        time.sleep(0.5)
     for record in _wandb_records(run_files[0]):
         kind = record.WhichOneof("record_type")
         if kind == "history":
@@ -185,6 +190,8 @@ def _wandb_records(path: Path):
             pos += left
             continue
         length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):  # still being written
+            return
         chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 1:  # full
@@ -221,7 +228,35 @@ def test_config_groups_compose(compose_cfg, tmp_path):
     assert (ddp.accelerator, ddp.devices, ddp.strategy) == ("gpu", -1, "ddp")
     sim = compose_cfg("train", ["trainer=ddp_sim"], tmp_path).trainer
     assert (sim.accelerator, sim.devices, sim.strategy) == ("cpu", 2, "ddp_spawn")
-    for logger in ("wandb", "csv", "none"):
+    for logger in ("wandb", "csv", "none", "wandb_csv"):
         compose_cfg("train", [f"logger={logger}"], tmp_path)
+    for debug in ("default", "fdr", "limit", "overfit", "smoke"):
+        assert compose_cfg("train", [f"debug={debug}"], tmp_path).trainer.accelerator == "cpu"
+    for trainer in ("default", "cpu", "gpu"):
+        assert compose_cfg("train", [f"trainer={trainer}"], tmp_path).trainer.devices == 1
     paper = compose_cfg("train", ["experiment=cifar10_paper", "coupling=quad"], tmp_path)
     assert paper.model.coupling == "quad" and paper.data.batch_size == 64 and paper.trainer.devices == 2
+
+
+def test_linear_warmup_over_epochs(compose_cfg, tmp_path):
+    """optim.warmup_epochs=1 with 3 batches per epoch: lr = base * (step + 1) / 3, then constant."""
+    lrs = []
+
+    class LR(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    cfg = compose_cfg(
+        "train", [*TINY, "optim.warmup_steps=null", "optim.warmup_epochs=1", "optim.lr=3e-3", "trainer.max_epochs=2",
+                  "optim.name=adam", "test=false"], tmp_path,
+    )
+    train(cfg, extra_callbacks=[LR()])
+    assert lrs == pytest.approx([1e-3, 2e-3, 3e-3, 3e-3, 3e-3, 3e-3])
+
+
+def test_fast_dev_run_debug_config(compose_cfg, tmp_path):
+    cfg = compose_cfg("train", ["experiment=quickstart", "debug=fdr", "model.depth=1", "model.width=8",
+                                "trainer.enable_progress_bar=false"], tmp_path)
+    assert cfg.trainer.fast_dev_run is True and cfg.trainer.detect_anomaly is True and not cfg.logger
+    result = train(cfg)
+    assert math.isfinite(result["test/bpd"]) and result["best_checkpoint"] is None

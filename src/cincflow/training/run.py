@@ -208,6 +208,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         ckpt_cb = trainer.checkpoint_callback
         best = getattr(ckpt_cb, "best_model_path", "") or ""
         last = getattr(ckpt_cb, "last_model_path", "") or ""
+        if not cfg.get("train", True) and ckpt_path:  # train=false ckpt_path=...: test that checkpoint
+            best = str(ckpt_path)
         if cfg.get("test", True):
             if best:
                 trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=False)
