@@ -49,6 +49,7 @@ def test_benchmark_runs_end_to_end_and_writes_valid_json(tmp_path):
         assert m["peak_memory_bytes"]["sampling"] > 0
     (layer,) = result["layers"]
     assert layer["auto_picks"] in ALGORITHMS and max(layer["error"].values()) < 1e-4
+    assert set(layer["peak_memory_bytes"]) == {"forward", *INVERSE_MODES}
     assert {t["target"] for t in result["targets"]} == set(TARGETS) - {"layer_32x32x12_best_inverse_over_forward"}
     md = out.with_suffix(".md").read_text()
     assert md in proc.stdout and "| cinc | quad |" in md and "Targets" in md

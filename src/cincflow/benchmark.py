@@ -6,10 +6,12 @@ then every parameter + N(0, 0.003^2), the centres' log-diagonals + N(0, 0.1^2); 
 off-centre taps keep their N(0, 0.01^2) initialisation), so every layer does real work; no dataset
 needed. (Larger perturbations of the coupling networks make random models' samples overflow, with
 every inverse algorithm alike.) For each: the forward pass x -> z and a sampling pass z -> x for
-``n`` images (warm-up, then the median of ``reps`` timed runs, CUDA synchronised) with every inverse
-algorithm and with the published sequential algorithm for reference; the inverse/forward time of
-the model's invertible convolutions alone; the reconstruction error; the sampling pass's worst inverse
-residual; peak memory. Plus a single CInC layer at 16 x 16 x 12 and 32 x 32 x 12.
+``n`` images with every inverse algorithm and with the published sequential algorithm for
+reference; the inverse/forward time of the model's invertible convolutions alone; the reconstruction
+error; the sampling pass's worst inverse residual; peak memory. Plus a single CInC layer at
+16 x 16 x 12 and 32 x 32 x 12. Timing: the measurements of one table are interleaved (each round runs
+every one of them once, so that a change of machine load hits them alike), one warm-up round, then
+the median of ``reps`` rounds; CUDA synchronised.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from .layers.causal import ALGORITHMS, INVERSE_MODES, CausalInverse, auto_choice
+from .layers.causal import ALGORITHMS, DEFAULT_INVERSE, INVERSE_MODES, CausalInverse, auto_choice
 from .layers.cinc import CInCConv
 from .layers.invconv1x1 import InvConv1x1
 from .model import Glow
@@ -45,6 +47,7 @@ SIZES = {
 CONVS = ("glow", "emerging", "cinc")
 COUPLINGS = ("affine", "quad")
 SEQUENTIAL = "sequential"  # the published algorithm (reference only)
+GLOW_INVERSE = "1x1"  # Glow's only inverse: a 1x1 conv with the inverse matrix
 TARGETS = {
     "cinc_sampling_over_forward": ("<=", 1.5),
     "cinc_sampling_over_glow": ("<=", 1.3),
@@ -56,10 +59,11 @@ TARGETS = {
 # --- measurement -----------------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 1) -> float:
-    """Median wall time of ``reps`` calls after ``warmup`` calls, seconds (CUDA synchronised)."""
+def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
+    """Median wall time (s) of each function over ``reps`` rounds after ``warmup`` rounds; every round
+    calls all of them once, in turn, so that a change of machine load hits them alike (CUDA synchronised)."""
 
-    def once() -> float:
+    def once(fn: Callable[[], object]) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -69,8 +73,13 @@ def timed(fn: Callable[[], object], device: torch.device, reps: int, warmup: int
         return time.perf_counter() - start
 
     for _ in range(warmup):
-        once()
-    return statistics.median(once() for _ in range(reps))
+        for fn in fns.values():
+            once(fn)
+    samples = {key: [] for key in fns}
+    for _ in range(reps):
+        for key, fn in fns.items():
+            samples[key].append(once(fn))
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
@@ -174,50 +183,92 @@ def conv_layer_io(model: Glow, x: torch.Tensor) -> list[tuple[nn.Module, torch.T
     return [(layer, *records[layer]) for layer in layers]
 
 
+def algorithms(conv: str) -> tuple[str, ...]:
+    """The inverse algorithms to time: every mode for CInC / Emerging; Glow's 1x1 conv has one."""
+    return INVERSE_MODES if conv != "glow" else (GLOW_INVERSE,)
+
+
 @torch.no_grad()
-def bench_model(conv: str, coupling: str, cfg: dict, device: torch.device) -> dict:
-    model, x = build_model(conv, coupling, cfg, device)
-    reps = cfg["reps"]
-    noise = [torch.randn(cfg["n"], *shape, device=device) for shape in model.latent_shapes()]
-    row = {"conv": conv, "coupling": coupling, "parameters": model.parameter_counts()["total"]}
-    row["forward_s"] = timed(lambda: model.encode(x), device, reps)
-    modes = INVERSE_MODES if conv != "glow" else ("auto",)
-    row["sampling_s"] = {}
-    for mode in modes:
-        set_inverse_mode(model, mode)
-        row["sampling_s"][mode] = timed(lambda: model.sample(cfg["n"], 1.0, noise), device, reps)
-    set_inverse_mode(model, "auto")
-    if conv != "glow":
-        with published_inverse(model):
-            row["sampling_s"][SEQUENTIAL] = timed(lambda: model.sample(cfg["n"], 1.0, noise), device, max(1, reps // 2))
-    row["best_mode"] = min(modes, key=row["sampling_s"].get)
-    row["sampling_best_s"] = row["sampling_s"][row["best_mode"]]
-    row["sampling_over_forward"] = row["sampling_best_s"] / row["forward_s"]
+def bench_coupling(coupling: str, cfg: dict, device: torch.device) -> list[dict]:
+    """The three models with one coupling, timed interleaved: forward, sampling with every algorithm
+    (and the published one), their invertible convs alone; plus accuracy and peak memory."""
+    n, reps = cfg["n"], cfg["reps"]
+    built = {conv: build_model(conv, coupling, cfg, device) for conv in CONVS}
+    noise = {conv: [torch.randn(n, *shape, device=device) for shape in model.latent_shapes()] for conv, (model, _) in built.items()}
 
-    io = conv_layer_io(model, x)
-    mine = [(layer, xi, yi) for layer, xi, yi in io if (conv == "glow") == isinstance(layer, InvConv1x1)]
-    fwd = timed(lambda: [layer(xi) for layer, xi, _ in mine], device, reps)
-    row["conv_layers"] = {"count": len(mine), "forward_s": fwd, "inverse_over_forward": {}}
-    for mode in modes:
-        if conv != "glow":
-            set_inverse_mode(model, mode)
-        inv = timed(lambda: [layer.inverse(yi) for layer, _, yi in mine], device, reps)
-        row["conv_layers"]["inverse_over_forward"][mode] = inv / fwd
-    set_inverse_mode(model, "auto")
-    if conv != "glow":
-        with published_inverse(model):
-            inv = timed(lambda: [layer.inverse(yi) for layer, _, yi in mine], device, 1, warmup=0)
-        row["conv_layers"]["inverse_over_forward"][SEQUENTIAL] = inv / fwd
+    def sampling(conv: str, mode: str) -> Callable[[], object]:
+        model = built[conv][0]
 
-    zs, _ = model.encode(x)
-    row["reconstruction_error"] = float((model.decode(zs) - x).abs().max())
-    residual = sample_with_check(model, cfg["n"], 1.0, noise)[1]
-    row["sample_residual"] = residual if math.isfinite(residual) else None  # None: the samples overflowed
-    row["peak_memory_bytes"] = {
-        "forward": peak_memory(lambda: model.encode(x), device),
-        "sampling": peak_memory(lambda: model.sample(cfg["n"], 1.0, noise), device),
-    }
-    return row
+        def run():
+            if mode != GLOW_INVERSE:
+                set_inverse_mode(model, mode)
+            return model.sample(n, 1.0, noise[conv])
+
+        return run
+
+    io = {}  # the invertible convs of each model (1x1 for Glow), with their inputs and outputs
+    for conv, (model, x) in built.items():
+        io[conv] = [(layer, xi, yi) for layer, xi, yi in conv_layer_io(model, x) if (conv == "glow") == isinstance(layer, InvConv1x1)]
+
+    def conv_pass(conv: str, mode: str | None) -> Callable[[], object]:
+        layers = io[conv]
+
+        def run():
+            if mode is None:
+                return [layer(x) for layer, x, _ in layers]
+            for layer, _, _ in layers:
+                if mode != GLOW_INVERSE:
+                    layer.inverse_mode = mode
+            return [layer.inverse(y) for layer, _, y in layers]
+
+        return run
+
+    fns = {(conv, "forward"): (lambda m=model, x=x: m.encode(x)) for conv, (model, x) in built.items()}
+    fns |= {(conv, mode): sampling(conv, mode) for conv in CONVS for mode in algorithms(conv)}
+    fns |= {(conv, "conv forward"): conv_pass(conv, None) for conv in CONVS}
+    fns |= {(conv, f"conv {mode}"): conv_pass(conv, mode) for conv in CONVS for mode in algorithms(conv)}
+    times = timed(fns, device, reps)
+    published = [conv for conv in CONVS if conv != "glow"]
+    slow = {}
+    for conv in published:
+        with published_inverse(built[conv][0]):
+            slow |= timed({conv: sampling(conv, "auto"), f"conv {conv}": conv_pass(conv, "auto")}, device, max(1, reps // 2))
+
+    rows = []
+    for conv, (model, x) in built.items():
+        set_inverse_mode(model, DEFAULT_INVERSE)
+        modes = algorithms(conv)
+        row = {"conv": conv, "coupling": coupling, "parameters": model.parameter_counts()["total"]}
+        row["forward_s"] = times[(conv, "forward")]
+        row["sampling_s"] = {mode: times[(conv, mode)] for mode in modes}
+        row["best_mode"] = min(modes, key=row["sampling_s"].get)
+        row["sampling_best_s"] = row["sampling_s"][row["best_mode"]]
+        row["sampling_over_forward"] = row["sampling_best_s"] / row["forward_s"]
+        conv_fwd = times[(conv, "conv forward")]
+        inverse = {mode: times[(conv, f"conv {mode}")] for mode in modes}
+        if conv in published:
+            row["sampling_s"][SEQUENTIAL] = slow[conv]
+            inverse[SEQUENTIAL] = slow[f"conv {conv}"]
+        row["conv_layers"] = {
+            "count": len(io[conv]),
+            "forward_s": conv_fwd,
+            "inverse_s": inverse,
+            "inverse_over_forward": {mode: t / conv_fwd for mode, t in inverse.items()},
+        }
+        zs, _ = model.encode(x)
+        row["reconstruction_error"] = float((model.decode(zs) - x).abs().max())
+        residual = sample_with_check(model, n, 1.0, noise[conv])[1]
+        row["sample_residual"] = residual if math.isfinite(residual) else None  # None: the samples overflowed
+        row["peak_memory_bytes"] = {
+            "forward": peak_memory(lambda: model.encode(x), device),
+            "sampling": peak_memory(lambda: model.sample(n, 1.0, noise[conv]), device),
+        }
+        rows.append(row)
+    best = {row["conv"]: row["sampling_best_s"] for row in rows}
+    for row in rows:
+        row["sampling_over_glow"] = row["sampling_best_s"] / best["glow"]
+        row["sampling_over_emerging"] = row["sampling_best_s"] / best["emerging"]
+    return rows
 
 
 @torch.no_grad()
@@ -228,16 +279,24 @@ def bench_layer(channels: int, size: int, cfg: dict, device: torch.device) -> di
     perturb(layer)
     x = torch.randn(cfg["n"], channels, size, size, device=device)
     y, _ = layer(x)
-    row = {"shape": [channels, size, size], "images": cfg["n"], "forward_s": timed(lambda: layer(x), device, cfg["reps"])}
-    row["inverse_s"], row["error"] = {}, {}
-    for mode in INVERSE_MODES:
-        layer.inverse_mode = mode
-        row["inverse_s"][mode] = timed(lambda: layer.inverse(y), device, cfg["reps"])
-        row["error"][mode] = float((layer.inverse(y)[0] - x).abs().max())
-    row["auto_picks"] = auto_choice(y, layer.kernel.kernel_size)
     weight, bias = layer.kernel(), layer.bias
-    row["inverse_s"][SEQUENTIAL] = timed(lambda: sequential_inverse(y, weight, bias), device, 1, warmup=0)
+
+    def inverse(mode: str) -> Callable[[], torch.Tensor]:
+        def run():
+            layer.inverse_mode = mode
+            return layer.inverse(y)[0]
+
+        return run
+
+    fns = {"forward": lambda: layer(x)} | {mode: inverse(mode) for mode in INVERSE_MODES}
+    times = timed(fns, device, cfg["reps"])
+    times |= timed({SEQUENTIAL: lambda: sequential_inverse(y, weight, bias)}, device, 1, warmup=0)
+    row = {"shape": [channels, size, size], "images": cfg["n"], "forward_s": times.pop("forward"), "inverse_s": times}
+    row["error"] = {mode: float((inverse(mode)() - x).abs().max()) for mode in INVERSE_MODES}
     row["error"][SEQUENTIAL] = float((sequential_inverse(y, weight, bias) - x).abs().max())
+    row["auto_picks"] = auto_choice(y, layer.kernel.kernel_size)
+    row["peak_memory_bytes"] = {"forward": peak_memory(lambda: layer(x), device)}
+    row["peak_memory_bytes"] |= {mode: peak_memory(inverse(mode), device) for mode in INVERSE_MODES}
     row["best_mode"] = min(ALGORITHMS, key=row["inverse_s"].get)
     row["inverse_over_forward"] = {m: t / row["forward_s"] for m, t in row["inverse_s"].items()}
     return row
@@ -298,14 +357,9 @@ def run(size: str = "cpu", device: str = "cpu", threads: int | None = None, log:
     started = time.perf_counter()
     models = []
     for coupling in COUPLINGS:
-        for conv in CONVS:
-            models.append(bench_model(conv, coupling, cfg, dev))
-            m = models[-1]
-            log(f"{conv:9s}{coupling:7s} forward {m['forward_s']:.3f}s sampling {m['sampling_best_s']:.3f}s ({m['best_mode']})")
-    by = {(m["conv"], m["coupling"]): m for m in models}
-    for m in models:
-        m["sampling_over_glow"] = m["sampling_best_s"] / by[("glow", m["coupling"])]["sampling_best_s"]
-        m["sampling_over_emerging"] = m["sampling_best_s"] / by[("emerging", m["coupling"])]["sampling_best_s"]
+        models += bench_coupling(coupling, cfg, dev)
+        for m in models[-len(CONVS) :]:
+            log(f"{m['conv']:9s}{coupling:7s} forward {m['forward_s']:.3f}s sampling {m['sampling_best_s']:.3f}s ({m['best_mode']})")
     layers = []
     for channels, side in cfg["layer_sizes"]:
         layers.append(bench_layer(channels, side, cfg, dev))
@@ -341,7 +395,8 @@ def markdown(result: dict) -> str:
         f"Benchmark `{meta['size']}`: {cfg['n']} images of {cfg['image_size']}x{cfg['image_size']}x3, L={cfg['levels']}, "
         f"K={cfg['depth']}, width {cfg['width']}, {meta['dtype']}, median of {cfg['reps']} runs after a warm-up. "
         f"Machine: {where}, {mach['cpu_count']} CPUs, {mach['torch_threads']} torch thread(s), device {mach['device']}, "
-        f"torch {mach['torch']}; {meta['date']}; took {meta['seconds']:.0f} s.",
+        f"torch {mach['torch']}{' (glibc keeps freed memory)' if mach.get('malloc_keeps_freed_memory') else ''}; "
+        f"{meta['date']}; took {meta['seconds']:.0f} s.",
         "",
         "Models (sampling with the fastest inverse algorithm; `sequential` = the published per-pixel raster scan):",
         "",
@@ -378,14 +433,24 @@ def markdown(result: dict) -> str:
             + " | ".join(f"{ratios[k]:.2f}" for k in modes) + " | "
             + " | ".join(f"{m['sampling_s'][k]:.3f}" for k in modes) + " |"
         )
+    by = {(m["conv"], m["coupling"]): m["conv_layers"]["inverse_s"] for m in result["models"]}
+    for coupling in COUPLINGS:
+        if ("emerging", coupling) in by and ("cinc", coupling) in by:
+            em, ci = by[("emerging", coupling)], by[("cinc", coupling)]
+            lines.append(
+                f"\n{coupling}: Emerging / CInC time of the conv layers' inverses = "
+                f"{min(em[k] for k in ALGORITHMS) / min(ci[k] for k in ALGORITHMS):.2f} with the best algorithms, "
+                f"{em[SEQUENTIAL] / ci[SEQUENTIAL]:.2f} with the published sequential one."
+            )
     lines += [
         "",
         "One CInC 3x3 layer, forward and inverse (`auto` = the algorithm it picks; `kernel` = one FFT or "
         "direct convolution with the H x W inverse kernel; `sequential` = Python loop over pixels, one "
         "batched C x C triangular solve each, the published algorithm):",
         "",
-        "| C x H x W | images | forward ms | " + " | ".join(f"{k} ms (x fwd)" for k in modes) + " | max error |",
-        "|---|---:|---:|" + "---:|" * len(modes) + "---:|",
+        "| C x H x W | images | forward ms | " + " | ".join(f"{k} ms (x fwd)" for k in modes)
+        + " | max error | peak MiB forward / " + " / ".join(INVERSE_MODES) + " |",
+        "|---|---:|---:|" + "---:|" * len(modes) + "---:|---:|",
     ]
     for layer in result["layers"]:
         c, h, w = layer["shape"]
@@ -393,7 +458,8 @@ def markdown(result: dict) -> str:
         cells[0] += f" [{layer['auto_picks']}]"
         lines.append(
             f"| {c}x{h}x{w} | {layer['images']} | {layer['forward_s'] * 1e3:.2f} | " + " | ".join(cells)
-            + f" | {max(layer['error'].values()):.1e} |"
+            + f" | {max(layer['error'].values()):.1e} | "
+            + " / ".join(_mib(layer["peak_memory_bytes"][k]) for k in ("forward", *INVERSE_MODES)) + " |"
         )
     lines += ["", "Targets (issue #4), measured in this run:", "", "| target | case | value | limit | met |", "|---|---|---:|---:|---|"]
     for t in result["targets"]:

@@ -77,9 +77,9 @@ class WavefrontPlan(NamedTuple):
     """
 
     tile: int
-    taps: tuple[tuple[int, int], ...]  # the (P, Q) != (0, 0), in the order of ``halo``'s row blocks
+    taps: tuple[tuple[int, int], ...]  # the (P, Q) != (0, 0), in the order of ``halo``
     unpack: torch.Tensor  # [n, C, b, b]: conv2d(y, unpack, stride=b) = tiles(y) A^-1, channels-first
-    halo: torch.Tensor  # [len(taps) * n, n]: the stacked -M[P, Q] A^-1
+    halo: torch.Tensor  # [len(taps), n, n]: -M[P, Q] A^-1 for each tap
 
 
 def wavefront_plan(weight: torch.Tensor, tile: int) -> WavefrontPlan:
@@ -87,7 +87,7 @@ def wavefront_plan(weight: torch.Tensor, tile: int) -> WavefrontPlan:
     the weight's dtype). M[P, Q] is read off the response of a kt x kt tile image holding the n basis
     tile vectors at tile (kt-1-P, kt-1-Q), measured at tile (kt-1, kt-1)."""
     c, k = weight.shape[0], weight.shape[-1]
-    b, kt = tile, -(-(weight.shape[-1] - 1) // tile) + 1
+    b, kt = tile, -(-(k - 1) // tile) + 1
     n = b * b * c
     w64 = weight.to(torch.float64)
     basis = torch.eye(n, dtype=w64.dtype, device=w64.device).view(n, b, b, c).permute(0, 3, 1, 2)
@@ -100,7 +100,7 @@ def wavefront_plan(weight: torch.Tensor, tile: int) -> WavefrontPlan:
     eye = torch.eye(n, dtype=w64.dtype, device=w64.device)
     a_inv = torch.linalg.solve_triangular(m[0, 0], eye, upper=True)
     taps = tuple((p, q) for p in range(kt) for q in range(kt) if (p, q) != (0, 0))
-    halo = -torch.cat([m[p, q] for p, q in taps]) @ a_inv if taps else w64.new_zeros(0, n)
+    halo = -torch.stack([m[p, q] for p, q in taps]) @ a_inv if taps else w64.new_zeros(0, n, n)
     unpack = a_inv.T.reshape(n, b, b, c).permute(0, 3, 1, 2)
     return WavefrontPlan(b, taps, unpack.to(weight.dtype), halo.to(weight.dtype))
 
@@ -108,30 +108,32 @@ def wavefront_plan(weight: torch.Tensor, tile: int) -> WavefrontPlan:
 def wavefront_solve(y: torch.Tensor, plan: WavefrontPlan, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Solve causal_conv(x, weight, bias) = y with the plan of ``weight``; [B, C, H, W].
 
-    Tiles live in a skewed buffer z[B, diagonal, tile row, n] (tile (i, j) at diagonal i + j, row i),
-    so every neighbour (P, Q) of the tiles on one anti-diagonal is a contiguous slice of an earlier
-    diagonal: each step is one gather, one matrix product and one in-place add. The image is padded
-    bottom/right to whole tiles, which cannot change the solution (causality).
+    Tiles live in a skewed buffer z[diagonal, tile row, image, n] (tile (i, j) at diagonal i + j,
+    row i), so the tiles of one anti-diagonal, and each of their neighbours (P, Q), form a contiguous
+    [rows * B, n] matrix: a step is one in-place matrix product-accumulate per tap, no gathers. The
+    image is padded bottom/right to whole tiles, which cannot change the solution (causality).
     """
     bsz, c, h, w = y.shape
-    b, n = plan.tile, plan.halo.shape[1]
+    b, n = plan.tile, plan.unpack.shape[0]
     ht, wt = -(-h // b), -(-w // b)
     if (ht * b, wt * b) != (h, w):
         y = F.pad(y, (0, wt * b - w, 0, ht * b - h))
     shift = -(plan.unpack.sum((2, 3)) @ bias) if bias is not None else None
     u = F.conv2d(y, plan.unpack, shift, stride=b)  # [B, n, ht, wt]
     e = max((p for p, _ in plan.taps), default=0)  # tile rows reached back (= columns)
-    z = y.new_zeros(bsz, ht + wt - 1 + 2 * e, ht + e, n)
-    sb, sd, sr, _ = z.stride()
+    z = y.new_zeros(ht + wt - 1 + 2 * e, ht + e, bsz, n)
+    sd, sr, sb, _ = z.stride()
     tiles = z.as_strided((bsz, n, ht, wt), (sb, 1, sd + sr, sd), z.storage_offset() + 2 * e * sd + e * sr)
     tiles.copy_(u)
-    if plan.taps:
-        for d in range(ht + wt - 1):
-            i0 = max(0, d - wt + 1)
-            m = min(d, ht - 1) - i0 + 1
-            r0 = e + i0
-            patch = torch.cat([z[:, 2 * e + d - p - q, r0 - p : r0 - p + m] for p, q in plan.taps], dim=2)
-            z[:, 2 * e + d, r0 : r0 + m] += (patch.view(bsz * m, -1) @ plan.halo).view(bsz, m, n)
+    copy_operands = torch.is_grad_enabled() and (u.requires_grad or plan.halo.requires_grad)  # z changes in place
+    for d in range(ht + wt - 1) if plan.taps else ():
+        i0 = max(0, d - wt + 1)
+        rows = min(d, ht - 1) - i0 + 1
+        r0 = e + i0
+        out = z[2 * e + d, r0 : r0 + rows].view(rows * bsz, n)
+        for (p, q), block in zip(plan.taps, plan.halo):
+            src = z[2 * e + d - p - q, r0 - p : r0 - p + rows].view(rows * bsz, n)
+            out.addmm_(src.clone() if copy_operands else src, block)
     x = tiles.permute(0, 2, 3, 1)  # [B, ht, wt, n]
     if b > 1:
         x = x.reshape(bsz, ht, wt, b, b, c).transpose(2, 3).reshape(bsz, ht * b, wt * b, c)
@@ -173,7 +175,7 @@ class InverseKernel(NamedTuple):
 def inverse_kernel_taps(plan64: WavefrontPlan, channels: int, h: int, w: int) -> torch.Tensor:
     """G [C_out, C_in, H, W]: x[:, :, i, j] = sum_{p <= i, q <= j} G[:, :, p, q] (y - bias)[:, :, i - p, j - q].
     Column c of G is the solution for an impulse in channel c at pixel (0, 0)."""
-    impulses = plan64.halo.new_zeros(channels, channels, h, w)
+    impulses = plan64.unpack.new_zeros(channels, channels, h, w)
     impulses[:, :, 0, 0] = torch.eye(channels, dtype=impulses.dtype, device=impulses.device)
     return wavefront_solve(impulses, plan64).transpose(0, 1)
 
