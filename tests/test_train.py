@@ -262,3 +262,15 @@ def test_fast_dev_run_debug_config(compose_cfg, tmp_path):
     assert cfg.trainer.fast_dev_run is True and cfg.trainer.detect_anomaly is True and not cfg.logger
     result = train(cfg)
     assert math.isfinite(result["test/bpd"]) and result["best_checkpoint"] is None
+
+
+def test_last_checkpoint_follows_training_not_the_best(compose_cfg, tmp_path):
+    """last.ckpt is rewritten at every validation even when val/bpd does not improve (here "best"
+    means the highest val/bpd, i.e. the first epoch of a run whose val/bpd falls)."""
+    cfg = compose_cfg("train", [*TINY, "trainer.max_epochs=3", "callbacks.model_checkpoint.mode=max", "test=false",
+                                "optim.lr=3e-3"], tmp_path)
+    result = train(cfg)
+    last = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=False)
+    best = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
+    assert last["global_step"] == result["global_step"] == 9
+    assert best["global_step"] < 9 and Path(result["best_checkpoint"]).name == "epoch_000.ckpt"

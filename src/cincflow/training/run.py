@@ -145,6 +145,20 @@ def _world_size_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDa
     return int(datamodule.batch_size)
 
 
+def checkpoint_paths(trainer: Trainer) -> tuple[str, str]:
+    """(best checkpoint by the monitored metric, last checkpoint); "" when there is none. The last
+    one is the file of a ModelCheckpoint without ``monitor`` (conf/callbacks: last_checkpoint)."""
+    best = last = ""
+    for cb in trainer.checkpoint_callbacks:
+        if cb.monitor:
+            best = best or cb.best_model_path or ""
+        else:
+            path = cb.best_model_path or (cb.format_checkpoint_name({}) if cb.dirpath else "")
+            last = last or (path if path and os.path.isfile(path) else "")
+        last = last or cb.last_model_path or ""
+    return best, last
+
+
 # ============================================================================ train
 def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Fit, test the best checkpoint, write samples.png and metrics.json; returns the metrics
@@ -205,9 +219,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             trainer.fit(
                 module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False
             )
-        ckpt_cb = trainer.checkpoint_callback
-        best = getattr(ckpt_cb, "best_model_path", "") or ""
-        last = getattr(ckpt_cb, "last_model_path", "") or ""
+        best, last = checkpoint_paths(trainer)
         if not cfg.get("train", True) and ckpt_path:  # train=false ckpt_path=...: test that checkpoint
             best = str(ckpt_path)
         if cfg.get("test", True):
