@@ -393,7 +393,7 @@ def markdown(result: dict) -> str:
     where = mach.get("gpu") or mach.get("cpu_model") or mach["processor"]
     lines = [
         f"Benchmark `{meta['size']}`: {cfg['n']} images of {cfg['image_size']}x{cfg['image_size']}x3, L={cfg['levels']}, "
-        f"K={cfg['depth']}, width {cfg['width']}, {meta['dtype']}, median of {cfg['reps']} runs after a warm-up. "
+        f"K={cfg['depth']}, width {cfg['width']}, {meta['dtype']}, median of {cfg['reps']} interleaved rounds after a warm-up round. "
         f"Machine: {where}, {mach['cpu_count']} CPUs, {mach['torch_threads']} torch thread(s), device {mach['device']}, "
         f"torch {mach['torch']}{' (glibc keeps freed memory)' if mach.get('malloc_keeps_freed_memory') else ''}; "
         f"{meta['date']}; took {meta['seconds']:.0f} s.",
