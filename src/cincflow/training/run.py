@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
-from ..preprocess import postprocess
+from ..preprocess import postprocess, preprocess
 from .callbacks import grid_of, reconstruction_grid, sample_grid, update_metrics_json
 from .lit_module import FlowLitModule, fixed_noise
 from .loggers import finish_wandb, instantiate_loggers
@@ -305,7 +305,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         out = trainer.validate(module, datamodule=datamodule)
     else:
         raise ValueError(f"split must be 'test' or 'val', got {split!r}")
-    metrics = {k: float(v) for k, v in (out[0] if out else {}).items()}
+    metrics = {k: float(v) for k, v in (out[0] if out else {}).items() if not k.endswith("_best")}
     record = {
         **metrics,
         "split": split,
@@ -324,8 +324,10 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
 # ============================================================================ sample
 def _interpolate(module: FlowLitModule, images: torch.Tensor, steps: int, seed: int) -> torch.Tensor:
     """Rows of decoded linear interpolations between the latents of consecutive image pairs."""
-    x, _ = module.reconstruct(images, seed)  # dequantised model-space inputs
     model = module.eval_model
+    gen = torch.Generator().manual_seed(int(seed))
+    x = preprocess(images.cpu(), module.n_bits, dequantize=False)
+    x = (x + torch.rand(x.shape, generator=gen) / 2**module.n_bits).to(module.device)
     with torch.no_grad():
         zs, _ = model.encode(x)
         pairs = images.shape[0] // 2
