@@ -109,13 +109,12 @@ def evaluate(run_dir: Path, name: str, device: torch.device, reps: int) -> dict:
     model = load_module(ckpt, device=str(device)).eval_model
     x = model.sample(100, temperature=1.0)
     with torch.no_grad():
-        sample_s = timed(lambda: model.sample(100), device, reps)
-        forward_s = timed(lambda: model.log_prob(x), device, reps)
+        seconds = timed({"sample": lambda: model.sample(100), "forward": lambda: model.log_prob(x)}, device, reps)
     dataset, conv, coupling = name.split("_")
     curve = [[h["step"], h["val/bpd"]] for h in metrics.get("history", []) if "val/bpd" in h]
     return {
         "experiment": name, "dataset": dataset, "conv": conv, "coupling": coupling,
-        "test_bpd": metrics.get("test/bpd"), "sample_seconds": sample_s, "forward_seconds": forward_s,
+        "test_bpd": metrics.get("test/bpd"), "sample_seconds": seconds["sample"], "forward_seconds": seconds["forward"],
         "val_curve": curve, "run_dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
         "checkpoint": ckpt, "global_step": metrics.get("global_step"),
     }
