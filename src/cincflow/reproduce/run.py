@@ -37,7 +37,7 @@ SCALES = {
             "trainer.max_steps=250", "+trainer.val_check_interval=50", "trainer.check_val_every_n_epoch=null",
             "trainer.limit_val_batches=4", "trainer.limit_test_batches=8", "model.depth=2", "model.width=32",
             "optim.warmup_epochs=0", "optim.warmup_steps=25", "ema_decay=0.99", "actnorm_init_images=256",
-            "logger=csv", "samples.n=16", "callbacks.samples.every_n_epochs=1000",
+            "logger=csv", "samples.n=16", "callbacks.samples.every_n_epochs=1000", "num_threads=1",
         ],
     },
     "tiny": {
@@ -48,6 +48,7 @@ SCALES = {
             "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0", "model.levels=2",
             "model.depth=1", "model.width=8", "optim.warmup_epochs=0", "optim.warmup_steps=2",
             "actnorm_init_images=16", "logger=csv", "samples.n=4", "callbacks.samples.every_n_epochs=1000",
+            "num_threads=1",
         ],
     },
 }
@@ -132,9 +133,16 @@ def reproduce(scale: str = "full", out: str | Path = "results", only: list[str] 
     start = time.time()
     launch(names, SCALES[scale]["overrides"] + list(extra_overrides or []), sweep_dir)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    records = [evaluate(sweep_dir / f"paper_{n}", n, dev, reps) for n in tqdm(names, desc="evaluating", unit="run")]
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        torch.set_num_threads(1)  # the paper timed sampling on one CPU core
+    try:
+        records = [evaluate(sweep_dir / f"paper_{n}", n, dev, reps) for n in tqdm(names, desc="evaluating", unit="run")]
+        hardware = _hardware(dev)
+    finally:
+        torch.set_num_threads(threads)
     meta = {
-        "hardware": _hardware(dev),
+        "hardware": hardware,
         "commit": _git_commit(),
         "datasets": "CIFAR-10 (torchvision); ImageNet32 = van den Oord et al. 2016 (imagenet32_oord)"
         if scale == "full" else "data=photos (32x32 patches of scikit-image's bundled photographs) for every configuration",
