@@ -3,6 +3,7 @@
     python src/reproduce.py                  # full scale (GPUs, days): make reproduce
     python src/reproduce.py --scale smoke    # CPU, offline, ~20 min: make reproduce SCALE=smoke
     python src/reproduce.py --scale smoke --only cifar10_cinc_quad cifar10_cinc_affine
+    python src/reproduce.py --scale full --runs results/full/runs/cluster   # evaluate finished runs only
 """
 import argparse
 import os
@@ -22,11 +23,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="a subset of configurations, e.g. cifar10_cinc_quad")
     parser.add_argument("--device", default="auto", help="device for the timing: auto | cpu | cuda")
     parser.add_argument("--reps", type=int, default=3, help="timing repetitions (median)")
+    parser.add_argument("--runs", help="only evaluate the finished runs in this folder (<runs>/paper_<name>/)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. trainer.max_steps=100")
     args = parser.parse_args()
     from cincflow.reproduce.run import reproduce
 
-    reproduce(args.scale, args.out, args.only, args.device, args.reps, args.overrides)
+    reproduce(args.scale, args.out, args.only, args.device, args.reps, args.overrides, args.runs)
 
 
 if __name__ == "__main__":

@@ -78,9 +78,20 @@ def test_tiny_reproduction_pipeline_end_to_end(tmp_path, monkeypatch):
     names = ["cifar10_emerging_affine", "cifar10_cinc_quad"]  # in the order experiments() lists them
     tables = _run_tiny(tmp_path, monkeypatch, names)
     _check_results(tables.parent, names)
+    # --runs: evaluate those finished runs again without training (the cluster workflow)
+    sweep_dir = json.loads((tables.parent / "results.json").read_text())["meta"]["sweep_dir"]
+    again = reproduce("tiny", tmp_path / "again", device="cpu", reps=1, runs=sweep_dir)
+    _check_results(again.parent, names)
 
 
 @pytest.mark.slow
 def test_tiny_reproduction_of_every_configuration(tmp_path, monkeypatch):
     tables = _run_tiny(tmp_path, monkeypatch, None)
     _check_results(tables.parent, experiments("tiny"))
+
+
+def test_evaluating_finished_runs_only(tmp_path, monkeypatch):
+    """--runs: the tables come from runs made elsewhere (one cluster job per configuration)."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        reproduce("tiny", tmp_path / "out", runs=tmp_path)

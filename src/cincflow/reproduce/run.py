@@ -122,16 +122,25 @@ def evaluate(run_dir: Path, name: str, device: torch.device, reps: int) -> dict:
 
 
 def reproduce(scale: str = "full", out: str | Path = "results", only: list[str] | None = None,
-              device: str = "auto", reps: int = 3, extra_overrides: list[str] | None = None) -> Path:
+              device: str = "auto", reps: int = 3, extra_overrides: list[str] | None = None,
+              runs: str | Path | None = None) -> Path:
+    """Train (one multirun) and evaluate; with ``runs``, only evaluate the finished runs found in that
+    folder (``<runs>/paper_<name>/``, e.g. made by one cluster job per configuration)."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}: choose one of {', '.join(SCALES)}")
     names = experiments(scale, only)
     out_dir = Path(out) / scale
     if not out_dir.is_absolute():
         out_dir = ROOT / out_dir
-    sweep_dir = out_dir / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
     start = time.time()
-    launch(names, SCALES[scale]["overrides"] + list(extra_overrides or []), sweep_dir)
+    if runs is None:
+        sweep_dir = out_dir / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
+        launch(names, SCALES[scale]["overrides"] + list(extra_overrides or []), sweep_dir)
+    else:
+        sweep_dir = Path(runs).resolve()
+        names = [n for n in names if (sweep_dir / f"paper_{n}" / "metrics.json").is_file()]
+        if not names:
+            raise FileNotFoundError(f"no finished run (paper_<name>/metrics.json) in {sweep_dir}")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     threads = torch.get_num_threads()
     if dev.type == "cpu":
