@@ -3,7 +3,7 @@ checkpoint, and write the result tables and plots.
 
 Scales:
 - ``full``: the experiment configs as they are (GPUs, days; PAPER.md section 5 settings).
-- ``smoke``: the CIFAR-10 configurations at depth 2, width 32 on ``data=photos`` (CIFAR-shaped,
+- ``smoke``: the CIFAR-10 configurations at depth 2, width 48 on ``data=photos`` (CIFAR-shaped,
   offline), a fixed budget of training steps on the CPU; the whole pipeline in about 20 minutes on
   2 cores. The ImageNet32 configurations differ from the CIFAR-10 ones only in depth and data, so
   at this scale they would repeat the same runs and are left out.
@@ -34,9 +34,9 @@ SCALES = {
         "datasets": ("cifar10",),
         "overrides": [
             "data=photos", "data.batch_size=32", "trainer=cpu", "trainer.devices=1", "trainer.max_epochs=-1",
-            "trainer.max_steps=250", "+trainer.val_check_interval=50", "trainer.check_val_every_n_epoch=null",
-            "trainer.limit_val_batches=4", "trainer.limit_test_batches=8", "model.depth=2", "model.width=32",
-            "optim.warmup_epochs=0", "optim.warmup_steps=25", "ema_decay=0.99", "actnorm_init_images=256",
+            "trainer.max_steps=1000", "+trainer.val_check_interval=100", "trainer.check_val_every_n_epoch=null",
+            "trainer.limit_val_batches=4", "trainer.limit_test_batches=8", "model.depth=2", "model.width=48",
+            "optim.warmup_epochs=0", "optim.warmup_steps=50", "ema_decay=0.995", "actnorm_init_images=256",
             "logger=csv", "samples.n=16", "callbacks.samples.every_n_epochs=1000", "num_threads=1",
         ],
     },
