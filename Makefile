@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 SCALE ?= full
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow bench reproduce clean
+.PHONY: help install train test test-slow test-gpu bench reproduce clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-11s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test: .venv/.installed ## run the default test suite (CPU)
 
 test-slow: .venv/.installed ## run only the slow tests
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-gpu: .venv/.installed ## run only the CUDA tests (needs a GPU)
+	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
 
 bench: .venv/.installed ## sampling vs forward speed benchmark (CPU size); writes results/benchmark_cpu.json
 	$(PY) src/benchmark.py size=cpu

@@ -236,7 +236,7 @@ def test_cached_inverse_is_a_copy_independent_module_state():
             torch.testing.assert_close(m(m.inverse(y)[0])[0], y, rtol=0, atol=1e-12)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (F64, 1e-10)])
 def test_cuda_matches_cpu(dtype, tol):
     weight = causal_weight(12, 3, scale=0.02)

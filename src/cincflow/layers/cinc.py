@@ -7,20 +7,20 @@ diagonal exp(log_diag) (or 1 with ``fixed_diagonal``, FInC-style), hence inverti
 parameter value. Learnable weights: k^2 C^2 - C(C-1)/2 (minus C with a fixed diagonal), plus C bias.
 
 The inverse is exact with the algorithm ``inverse`` (see :mod:`cincflow.layers.causal`; its
-precomputation is cached per weight state). With ``track_residual`` set, every inverse also records
-``last_residual`` = max over the batch of |forward(x) - y| / |y| (large when K_c is badly conditioned
-relative to the other taps: the exact inverse then amplifies rounding errors, PAPER.md section 1).
+precomputation is cached per weight state); residual tracking as in
+:class:`~cincflow.layers.quarter_plane.QuarterPlaneConv`.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .causal import DEFAULT_INVERSE, CausalInverse, causal_conv, check_inverse_mode, relative_residual
+from .causal import DEFAULT_INVERSE, CausalInverse, causal_conv
 from .causal_weight import CausalWeight
+from .quarter_plane import QuarterPlaneConv
 
 
-class CInCConv(nn.Module):
+class CInCConv(QuarterPlaneConv):
     def __init__(
         self,
         channels: int,
@@ -29,32 +29,16 @@ class CInCConv(nn.Module):
         init_std: float = 0.01,
         inverse: str = DEFAULT_INVERSE,
     ):
-        super().__init__()
-        self.inverse_mode = inverse
+        super().__init__(inverse)
         self.kernel = CausalWeight(channels, kernel_size, fixed_diagonal, init_std)
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.track_residual = False
-        self.last_residual: float | None = None
-        self._solve = CausalInverse()
+        self._inverse = CausalInverse()
 
-    @property
-    def inverse_mode(self) -> str:
-        return self._inverse_mode
-
-    @inverse_mode.setter
-    def inverse_mode(self, mode: str) -> None:
-        check_inverse_mode(mode)
-        self._inverse_mode = mode
-
-    def _logdet(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        return (h * w * self.kernel.log_abs_det_per_pixel()).expand(x.shape[0])
+    def log_abs_det_per_pixel(self) -> torch.Tensor:
+        return self.kernel.log_abs_det_per_pixel()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return causal_conv(x, self.kernel(), self.bias), self._logdet(x)
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self._solve(y, self.kernel(), self.bias, self.inverse_mode)
-        if self.track_residual:
-            self.last_residual = relative_residual(self.forward(x)[0], y)
-        return x, -self._logdet(y)
+    def _solve(self, y: torch.Tensor) -> torch.Tensor:
+        return self._inverse(y, self.kernel(), self.bias, self.inverse_mode)

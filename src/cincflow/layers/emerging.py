@@ -18,43 +18,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .causal import DEFAULT_INVERSE, CausalInverse, causal_conv, check_inverse_mode, flip, relative_residual
+from .causal import DEFAULT_INVERSE, CausalInverse, causal_conv, flip
 from .causal_weight import CausalWeight
+from .quarter_plane import QuarterPlaneConv
 
 
-class EmergingConv(nn.Module):
+class EmergingConv(QuarterPlaneConv):
     def __init__(self, channels: int, init_std: float = 0.01, inverse: str = DEFAULT_INVERSE):
-        super().__init__()
-        self.inverse_mode = inverse
+        super().__init__(inverse)
         self.anticausal = CausalWeight(channels, 2, init_std=init_std)  # stored flipped (causal form)
         self.causal = CausalWeight(channels, 2, init_std=init_std)
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.track_residual = False
-        self.last_residual: float | None = None
         self._solve_causal = CausalInverse()
         self._solve_anticausal = CausalInverse()
 
-    @property
-    def inverse_mode(self) -> str:
-        return self._inverse_mode
-
-    @inverse_mode.setter
-    def inverse_mode(self, mode: str) -> None:
-        check_inverse_mode(mode)
-        self._inverse_mode = mode
-
-    def _logdet(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        per_pixel = self.anticausal.log_abs_det_per_pixel() + self.causal.log_abs_det_per_pixel()
-        return (h * w * per_pixel).expand(x.shape[0])
+    def log_abs_det_per_pixel(self) -> torch.Tensor:
+        return self.anticausal.log_abs_det_per_pixel() + self.causal.log_abs_det_per_pixel()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = flip(causal_conv(flip(x), self.anticausal()))
         return causal_conv(h, self.causal(), self.bias), self._logdet(x)
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _solve(self, y: torch.Tensor) -> torch.Tensor:
         h = self._solve_causal(y, self.causal(), self.bias, self.inverse_mode)
-        x = flip(self._solve_anticausal(flip(h), self.anticausal(), None, self.inverse_mode))
-        if self.track_residual:
-            self.last_residual = relative_residual(self.forward(x)[0], y)
-        return x, -self._logdet(y)
+        return flip(self._solve_anticausal(flip(h), self.anticausal(), None, self.inverse_mode))
