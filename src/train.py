@@ -20,9 +20,10 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    from cincflow.errors import report_errors
     from cincflow.training.run import train
 
-    train(cfg)
+    report_errors(train, cfg)  # known errors: one line `error: ...` on stderr, exit 2 (3: runtime fault)
 
 
 if __name__ == "__main__":

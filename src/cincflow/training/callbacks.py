@@ -5,9 +5,11 @@ All file outputs go below the run's output folder; everything that writes runs o
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,13 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from torch.utils.data import DataLoader, RandomSampler
 from torchvision.utils import make_grid, save_image
 
 from ..preprocess import postprocess
+from ..sampling import tracking_residuals, worst_residual
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- images
@@ -39,11 +45,32 @@ def grid_of(images_uint8: torch.Tensor, nrow: int | None = None, padding: int = 
 
 def sample_grid(pl_module, n: int, temperatures: list[float], seed: int) -> torch.Tensor:
     """Samples from FIXED noise (``seed``) at each temperature, one block per temperature, side by side."""
-    blocks = []
-    for t in temperatures:
-        x = pl_module.sample_fixed(n, float(t), seed)
-        blocks.append(grid_of(postprocess(x, pl_module.n_bits)))
-    return make_grid(torch.stack(blocks), nrow=len(blocks), padding=4, pad_value=1.0)
+    return sample_grid_with_health(pl_module, n, temperatures, seed)[0]
+
+
+def sample_grid_with_health(pl_module, n: int, temperatures: list[float], seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`sample_grid` plus ``nonfinite_samples`` (share of samples with a NaN/inf value, which
+    the PNG can only show clamped) and ``inverse_residual_max`` (worst relative residual of the
+    CInC/Emerging inverses in these passes; NaN counts as worst)."""
+    blocks, bad, total, residual = [], 0, 0, 0.0
+    with tracking_residuals(pl_module.eval_model) as layers:
+        for t in temperatures:
+            x = pl_module.sample_fixed(n, float(t), seed)
+            bad += int((~torch.isfinite(x.flatten(1))).any(dim=1).sum())
+            total += x.shape[0]
+            residual = max(residual, worst_residual(layers), key=lambda r: math.inf if math.isnan(r) else r)
+            blocks.append(grid_of(postprocess(x, pl_module.n_bits)))
+    grid = make_grid(torch.stack(blocks), nrow=len(blocks), padding=4, pad_value=1.0)
+    return grid, {"nonfinite_samples": bad / max(total, 1), "inverse_residual_max": float(residual)}
+
+
+def health_warning(name: str, value: float, threshold: float, epoch: int, hint: str) -> None:
+    """A RuntimeWarning and a log line when ``value`` exceeds ``threshold`` (NaN always does)."""
+    if value <= threshold:
+        return
+    message = f"epoch {epoch}: {name} = {value:.3g} exceeds its threshold {threshold:g}: {hint}"
+    log.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
 
 
 def reconstruction_grid(pl_module, images_uint8: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
@@ -74,7 +101,13 @@ class SampleGrids(Callback):
     FIXED latent noise at several temperatures, and reconstructions x -> z -> x of the first
     validation images with their error (logged as ``val/recon_err_max`` / ``val/recon_err_mean``).
     PNGs go to ``<output_dir>/samples/epoch_XXX.png`` and ``recon_epoch_XXX.png`` and, with a
-    WandbLogger, to W&B as images."""
+    WandbLogger, to W&B as images.
+
+    Numerical health, logged with them: ``val/nonfinite_samples`` (share of the grid's samples with a
+    NaN/inf value) and ``val/inverse_residual_max`` (worst relative residual of the CInC/Emerging
+    inverses while sampling). A RuntimeWarning and a log line when ``val/recon_err_max`` exceeds
+    ``recon_err_warn``, the non-finite share exceeds ``nonfinite_warn`` or the residual exceeds
+    ``residual_warn``: an ill-conditioned CInC/Emerging kernel makes every exact inverse inaccurate."""
 
     def __init__(
         self,
@@ -84,6 +117,9 @@ class SampleGrids(Callback):
         seed: int = 1234,
         n_reconstructions: int = 16,
         every_n_epochs: int = 1,
+        recon_err_warn: float = 1e-3,
+        nonfinite_warn: float = 0.0,
+        residual_warn: float = 1e-3,
     ):
         super().__init__()
         self.dir = Path(output_dir) / "samples"
@@ -92,6 +128,9 @@ class SampleGrids(Callback):
         self.seed = int(seed)
         self.n_reconstructions = int(n_reconstructions)
         self.every_n_epochs = max(1, int(every_n_epochs))
+        self.recon_err_warn = float(recon_err_warn)
+        self.nonfinite_warn = float(nonfinite_warn)
+        self.residual_warn = float(residual_warn)
         self._val_images: torch.Tensor | None = None
         self.last_png: str | None = None
 
@@ -115,13 +154,22 @@ class SampleGrids(Callback):
             pl_module.log("val/recon_err_mean", stats["recon_err_mean"], sync_dist=True)
             pl_module.log("val/recon_pixels_exact", stats["recon_pixels_exact"], sync_dist=True)
             if trainer.is_global_zero:
+                health_warning("val/recon_err_max (x -> z -> x)", stats["recon_err_max"], self.recon_err_warn, epoch,
+                               "the inverse is inaccurate (ill-conditioned invertible convolution)")
+            if trainer.is_global_zero:
                 path = self.dir / f"recon_epoch_{epoch:03d}.png"
                 save_image(grid, path)
                 for lg in wandb_loggers(trainer):
                     caption = f"epoch {epoch}: originals | reconstructions, max err {stats['recon_err_max']:.2e}"
                     lg.log_image("val/reconstructions", [str(path)], step=step, caption=[caption])
         if trainer.is_global_zero and self.n > 0 and self.temperatures:  # sampling: rank 0 only
-            grid = sample_grid(pl_module, self.n, self.temperatures, self.seed)
+            grid, health = sample_grid_with_health(pl_module, self.n, self.temperatures, self.seed)
+            pl_module.log("val/nonfinite_samples", health["nonfinite_samples"], rank_zero_only=True)
+            pl_module.log("val/inverse_residual_max", health["inverse_residual_max"], rank_zero_only=True)
+            health_warning("val/nonfinite_samples (share)", health["nonfinite_samples"], self.nonfinite_warn, epoch,
+                           "some samples are NaN/inf (shown clamped in the PNG)")
+            health_warning("val/inverse_residual_max", health["inverse_residual_max"], self.residual_warn, epoch,
+                           "the inverse of an invertible convolution is inaccurate (ill-conditioned kernel)")
             path = self.dir / f"epoch_{epoch:03d}.png"
             save_image(grid, path)
             self.last_png = str(path)
@@ -220,3 +268,60 @@ class WandbRunId(Callback):
             if lg.version:
                 checkpoint["wandb_run_id"] = lg.version
                 checkpoint["wandb_project"] = lg.name
+
+
+# ---------------------------------------------------------------------------- data order
+class EpochSeededSampler(RandomSampler):
+    """A random permutation that depends only on (``seed``, epoch): the epoch is read from
+    ``epoch_fn`` (the trainer's current epoch) when the iteration starts, or set by ``set_epoch``."""
+
+    def __init__(self, data_source, seed: int, epoch_fn=None):
+        super().__init__(data_source)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.epoch_fn = epoch_fn
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        epoch = int(self.epoch_fn()) if self.epoch_fn is not None else self.epoch
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        yield from torch.randperm(len(self.data_source), generator=gen).tolist()
+
+
+class ResumableShuffle(Callback):
+    """Makes the shuffled training order a function of (``datamodule.seed``, epoch) only, so that a
+    run resumed from an end-of-epoch checkpoint (last.ckpt is written at every validation) sees
+    exactly the batches of an uninterrupted run. Replaces the RandomSampler of the DataModule's
+    train loader (a seeded DataLoader generator would restart at epoch 0's order after a resume).
+    Under DDP Lightning substitutes its DistributedSampler (seeded by seed + epoch) anyway."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        if stage != "fit" or dm is None or getattr(dm, "_resumable_original", None) is not None:
+            return
+        original = dm.train_dataloader
+        seed = int(getattr(dm, "seed", 0) or 0)
+
+        def train_dataloader():
+            dl = original()
+            if not isinstance(dl, DataLoader) or type(dl.sampler) is not RandomSampler:
+                return dl
+            return DataLoader(
+                dl.dataset, batch_size=dl.batch_size,
+                sampler=EpochSeededSampler(dl.dataset, seed, lambda: trainer.current_epoch),
+                drop_last=dl.drop_last, num_workers=dl.num_workers, collate_fn=dl.collate_fn,
+                pin_memory=dl.pin_memory, worker_init_fn=dl.worker_init_fn,
+                persistent_workers=dl.persistent_workers if dl.num_workers > 0 else False,
+            )
+
+        dm._resumable_original = original
+        dm.train_dataloader = train_dataloader
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        original = getattr(dm, "_resumable_original", None) if dm is not None else None
+        if original is not None:
+            del dm.train_dataloader  # the instance attribute: back to the class's method
+            dm._resumable_original = None

@@ -12,6 +12,12 @@
   (:attr:`eval_model`); they are part of the ``state_dict``, so checkpoints restore them exactly.
 * Optimiser: Adamax (paper) or Adam/AdamW; linear warm-up over ``warmup_steps`` optimiser steps or
   ``warmup_epochs`` epochs (a step-wise ``LambdaLR``, restored on resume).
+* Non-finite steps: when the loss or any gradient is NaN/inf (checked after backward, before the
+  optimiser step; under DDP the flag is reduced over all ranks), every gradient is dropped, so the
+  optimiser updates no parameter and no optimiser state, and the EMA is not updated either (the
+  global step and the warm-up schedule still advance by one). ``train/skipped_steps`` (total) and
+  ``train/consecutive_bad_steps`` are logged; ``max_bad_steps`` consecutive bad steps stop training
+  with :class:`~cincflow.errors.NonFiniteTrainingError` (checkpoints written so far stay intact).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric, MinMetric
 
+from ..errors import ConfigError, NonFiniteTrainingError
 from ..layers.actnorm import ActNorm
 from ..preprocess import preprocess
 from .ema import EMA
@@ -44,11 +51,18 @@ DEFAULT_OPTIM: dict[str, Any] = {
 
 def build_model(model: Mapping[str, Any]) -> nn.Module:
     """Instantiate the flow from its config mapping (``_target_`` + keyword arguments)."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     cfg = dict(model)
     cfg.setdefault("_target_", "cincflow.Glow")
-    return instantiate(cfg, _convert_="all")
+    try:
+        return instantiate(cfg, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (ValueError, TypeError)):
+            raise ConfigError(f"invalid model configuration: {cause} (check the model.* / conv / coupling settings)") from cause
+        raise
 
 
 def actnorm_layers(module: nn.Module) -> list[ActNorm]:
@@ -71,6 +85,7 @@ class FlowLitModule(LightningModule):
         actnorm_init_images: int = 512,
         actnorm_init_seed: int = 0,
         data: Mapping[str, Any] | None = None,
+        max_bad_steps: int = 20,
     ):
         """
         Args:
@@ -81,6 +96,8 @@ class FlowLitModule(LightningModule):
             actnorm_init_images: number of training images for ActNorm's data-dependent init.
             actnorm_init_seed: seed of the dequantisation noise used for that init.
             data: the data config the run used (kept in the checkpoint for eval/sample scripts).
+            max_bad_steps: stop training after this many consecutive steps with a non-finite loss
+                or gradient (each one is skipped); 0 or None: never stop.
         """
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -96,6 +113,10 @@ class FlowLitModule(LightningModule):
         self.test_bpd = MeanMetric()
         self.val_bpd_best = MinMetric()
         self._warmup_steps_cache: float | None = None
+        self.skipped_steps = 0  # steps skipped for a non-finite loss/gradient (kept in checkpoints)
+        self.consecutive_bad_steps = 0
+        self._loss_finite = True
+        self._step_skipped = False
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -155,11 +176,25 @@ class FlowLitModule(LightningModule):
                 )
             return  # single process: ActNorm initialises itself on the first training batch
         start = time.perf_counter()
-        self.initialize_actnorm(dm.train_images(n))
+        images = dm.train_images(n)
+        self.check_images(images, "training images")
+        self.initialize_actnorm(images)
         if self.trainer.is_global_zero:
             print(
                 f"ActNorm data-dependent init on {n} training images "
                 f"({len(actnorm_layers(self.model))} layers, {time.perf_counter() - start:.1f}s)"
+            )
+
+    def check_images(self, images: torch.Tensor, what: str = "images") -> None:
+        """A clear error when the data's images do not fit the model (channels, size, dtype)."""
+        m = self.model
+        expected = (int(m.in_channels), int(m.image_size), int(m.image_size))
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected or images.dtype != torch.uint8:
+            got = "x".join(map(str, images.shape[1:])) if images.ndim == 4 else str(list(images.shape))
+            raise ConfigError(
+                f"the {what} are {images.dtype} {got} but the model expects uint8 "
+                f"{'x'.join(map(str, expected))} (model.in_channels x model.image_size^2): use data that matches "
+                f"or set model.in_channels/model.image_size=null to take them from the data"
             )
 
     def on_train_start(self) -> None:
@@ -174,7 +209,9 @@ class FlowLitModule(LightningModule):
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         bpd = self.model.bits_per_dim(batch)
         loss = bpd.mean()
-        self.train_bpd(bpd.detach())
+        self._loss_finite = bool(torch.isfinite(loss.detach()))
+        if self._loss_finite:
+            self.train_bpd(bpd.detach())
         self.log("train/bpd", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/bpd_epoch", self.train_bpd, on_step=False, on_epoch=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, on_epoch=False)
@@ -198,16 +235,48 @@ class FlowLitModule(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # gradients before clipping (Lightning clips right after this hook)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        # after backward, before gradient clipping and the optimiser step
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0) if grads else None
+        bad = not self._loss_finite or (norm is not None and not bool(torch.isfinite(norm)))
+        if self.trainer.world_size > 1:  # every rank must take the same decision
+            flag = torch.tensor(float(bad), device=self.device)
+            bad = bool(self.trainer.strategy.reduce(flag, reduce_op="sum") > 0)
+        self._step_skipped = bad
+        if bad:
+            for p in params:
+                p.grad = None  # torch optimisers skip parameters without gradient: no update at all
+            self.skipped_steps += 1
+            self.consecutive_bad_steps += 1
+        else:
+            self.consecutive_bad_steps = 0
+            if norm is not None:
+                self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        self.log("train/consecutive_bad_steps", float(self.consecutive_bad_steps), on_step=True, on_epoch=False)
+        limit = int(self.hparams.get("max_bad_steps") or 0)
+        if bad and limit > 0 and self.consecutive_bad_steps >= limit:
+            raise NonFiniteTrainingError(
+                f"training stopped at step {self.trainer.global_step}: {self.consecutive_bad_steps} consecutive steps "
+                f"had a non-finite loss or gradient (all skipped, {self.skipped_steps} in total); the checkpoints "
+                f"written so far are intact: lower optim.lr or check the data, then resume with ckpt_path=last "
+                f"(max_bad_steps sets this limit)"
+            )
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        if self.ema is not None:
+        if self.ema is not None and not self._step_skipped:
             self.ema.update(self.model)
+        self._step_skipped = False
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nonfinite_steps"] = {"skipped": self.skipped_steps, "consecutive": self.consecutive_bad_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        counts = checkpoint.get("nonfinite_steps") or {}
+        self.skipped_steps = int(counts.get("skipped", 0))
+        self.consecutive_bad_steps = int(counts.get("consecutive", 0))
 
     def _steps_per_epoch(self) -> float:
         trainer = self.trainer

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +27,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
+from ..errors import CheckpointError, ConfigError
 from ..preprocess import postprocess, preprocess
-from .callbacks import grid_of, reconstruction_grid, sample_grid, update_metrics_json
+from ..sampling import sample_with_check
+from .callbacks import ResumableShuffle, grid_of, reconstruction_grid, sample_grid, update_metrics_json
+from .checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
 from .lit_module import FlowLitModule, fixed_noise
 from .loggers import finish_wandb, instantiate_loggers
 
@@ -74,7 +79,7 @@ def fill_model_from_data(model_cfg: DictConfig, datamodule: LightningDataModule)
             if value is None:
                 model_cfg[key] = int(data_value)
             elif key != "n_bits" and int(value) != int(data_value):
-                raise ValueError(
+                raise ConfigError(
                     f"model.{key}={value} but the data ({type(datamodule).__name__}) has {key}={data_value}; "
                     f"leave model.{key}=null to take it from the data"
                 )
@@ -90,9 +95,35 @@ def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Callback]:
     return callbacks
 
 
+def instantiate_data(data_cfg: Any) -> LightningDataModule:
+    """The DataModule of ``data_cfg``; a bad argument becomes a one-sentence ConfigError (the data
+    layer's DatasetNotFoundError/CorruptDataError pass through, wrapped by Hydra as their cause)."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(data_cfg, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, (ValueError, TypeError)) and not isinstance(err.__cause__, ConfigError):
+            raise ConfigError(f"invalid data configuration: {err.__cause__} (check the data.* settings)") from err
+        raise
+
+
+def ensure_writable_dir(path: Path) -> None:
+    """Create ``path`` and make sure files can be written there (a clear error otherwise)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"the output folder {path} is not writable ({err.strerror or err}): choose another one with "
+            f"hydra.run.dir=... or paths.log_dir=..."
+        ) from err
+
+
 def read_checkpoint_meta(ckpt_path: Path) -> dict[str, Any]:
     """Small entries of a Lightning checkpoint (memory-mapped, tensors not read)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=False)
+    ckpt = load_checkpoint_dict(ckpt_path)
     return {k: ckpt.get(k) for k in ("wandb_run_id", "wandb_project", "global_step", "epoch", "hyper_parameters")}
 
 
@@ -104,11 +135,18 @@ def _device(name: str = "auto") -> torch.device:
 
 def load_module(ckpt_path: str | os.PathLike, use_ema: bool = True, device: str = "auto") -> FlowLitModule:
     """A trained FlowLitModule from a checkpoint, in eval mode; ``use_ema=False`` drops the
-    Polyak average so the raw training weights are used."""
-    path = resolve_path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    module = FlowLitModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    Polyak average so the raw training weights are used. Clear errors (CheckpointError and
+    subclasses) for a missing, unreadable or inconsistent file."""
+    path = resolve_ckpt_path(ckpt_path, None, same_task=False)  # a path here: `last` is resolved by the scripts
+    ckpt = load_checkpoint_dict(path)
+    hparams = ckpt.get("hyper_parameters")
+    if not isinstance(hparams, dict) or "model" not in hparams:
+        raise CheckpointError(f"ckpt_path={path} has no model hyper-parameters: pass a .ckpt file written by src/train.py")
+    module = FlowLitModule(**hparams)
+    check_state_dict(module, ckpt, path)
+    module.load_state_dict(ckpt["state_dict"])
+    module.on_load_checkpoint(ckpt)
+    del ckpt
     if not use_ema:
         module.ema = None
     module.eval()
@@ -126,10 +164,13 @@ def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModul
             raise ValueError("the checkpoint has no data config: choose one with data=<name>")
     if cfg.get("batch_size"):
         data_cfg["batch_size"] = int(cfg.batch_size)
-    dm = instantiate(data_cfg, _convert_="all")
+    dm = instantiate_data(data_cfg)
     for key in ("in_channels", "image_size"):
         if int(getattr(dm, key)) != int(getattr(module.model, key)):
-            raise ValueError(f"data {key}={getattr(dm, key)} does not match the checkpoint's model ({getattr(module.model, key)})")
+            raise ConfigError(
+                f"data {key}={getattr(dm, key)} ({type(dm).__name__}) does not match the checkpoint's model "
+                f"({key}={getattr(module.model, key)}): choose the data it was trained on with data=<name> or leave data unset"
+            )
     return dm
 
 
@@ -140,7 +181,7 @@ def _world_size_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDa
     if global_bs:
         ws = trainer.world_size
         if int(global_bs) % ws:
-            raise ValueError(f"global_batch_size={global_bs} is not divisible by the {ws} processes")
+            raise ConfigError(f"global_batch_size={global_bs} is not divisible by the {ws} processes: choose a multiple of {ws}")
         datamodule.batch_size = int(global_bs) // ws
     return int(datamodule.batch_size)
 
@@ -172,18 +213,18 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     if cfg.get("seed") is not None:
         seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(output_dir)
 
-    datamodule: LightningDataModule = instantiate(cfg.data)
+    datamodule: LightningDataModule = instantiate_data(cfg.data)
     fill_model_from_data(cfg.model, datamodule)
 
     ckpt_path = cfg.get("ckpt_path")
     wandb_id = None
+    ckpt: dict[str, Any] | None = None
     if ckpt_path:
-        ckpt_path = resolve_path(ckpt_path)
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
-        wandb_id = read_checkpoint_meta(ckpt_path).get("wandb_run_id")
+        ckpt_path = resolve_ckpt_path(ckpt_path, cfg, same_task=True)
+        ckpt = load_checkpoint_dict(ckpt_path)
+        wandb_id = ckpt.get("wandb_run_id")
 
     module = FlowLitModule(
         model=_container(cfg.model),
@@ -192,10 +233,16 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         actnorm_init_images=int(cfg.get("actnorm_init_images", 512)),
         actnorm_init_seed=int(cfg.get("seed") or 0),
         data=_container(cfg.data),
+        max_bad_steps=int(cfg.get("max_bad_steps") or 0),
     )
+    if ckpt is not None:
+        check_state_dict(module, ckpt, ckpt_path)  # a different architecture: which keys/shapes differ
+        del ckpt
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
+    callbacks.append(ResumableShuffle())  # training data order = f(data.seed, epoch): same after a resume
     loggers = instantiate_loggers(cfg.get("logger"), wandb_resume_id=wandb_id)
-    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else None
+    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     batch = _world_size_batch(cfg, trainer, datamodule)
 
     counts = module.model.parameter_counts()
@@ -289,12 +336,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         return _evaluate(cfg)
 
 
+def require_checkpoint(cfg: DictConfig, script: str) -> Path:
+    """``cfg.ckpt_path`` resolved to an existing file (``last``: newest last.ckpt of any task)."""
+    if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
+        raise ConfigError(
+            f"{script} needs a checkpoint: add ckpt_path=outputs/<task>/<run>/checkpoints/last.ckpt "
+            f"(or ckpt_path=last for the newest one)"
+        )
+    return resolve_ckpt_path(cfg.ckpt_path, cfg, same_task=False)
+
+
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
+    ckpt = require_checkpoint(cfg, "src/eval.py")
     if cfg.get("seed") is not None:
         seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = resolve_path(cfg.ckpt_path)
+    ensure_writable_dir(output_dir)
     module = load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device="cpu")
     datamodule = datamodule_for(cfg, module)
     trainer: Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
@@ -304,7 +361,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     elif split == "val":
         out = trainer.validate(module, datamodule=datamodule)
     else:
-        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+        raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
     metrics = {k: float(v) for k, v in (out[0] if out else {}).items() if not k.endswith("_best")}
     record = {
         **metrics,
@@ -360,17 +417,18 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _sample(cfg: DictConfig) -> dict[str, Any]:
+    ckpt = require_checkpoint(cfg, "src/sample.py")
     seed = int(cfg.get("seed") or 0)
     seed_everything(seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = resolve_path(cfg.ckpt_path)
+    ensure_writable_dir(output_dir)
     module = load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device=cfg.get("device", "auto"))
     temps = cfg.temperature
     temps = [float(t) for t in temps] if isinstance(temps, (list, tuple)) or OmegaConf.is_list(temps) else [float(temps)]
     n, bs = int(cfg.n), max(1, int(cfg.get("batch_size") or cfg.n))
     blocks = []
     chunks = math.ceil(n / bs)
+    nonfinite, residual = 0, 0.0
     with tqdm(total=len(temps) * chunks, desc="sampling", unit="batch") as bar:
         for t in temps:
             images = []
@@ -378,15 +436,28 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
                 m = min(bs, n - i * bs)
                 model = module.eval_model
                 noise = [z.to(module.device) for z in fixed_noise(model.latent_shapes(), m, seed + i)]
-                images.append(postprocess(model.sample(m, temperature=t, noise=noise), module.n_bits).cpu())
+                x, res = sample_with_check(model, m, temperature=t, noise=noise)  # warns above 1e-3
+                residual = max(residual, res, key=lambda r: math.inf if math.isnan(r) else r)
+                nonfinite += int((~torch.isfinite(x.flatten(1))).any(dim=1).sum())
+                images.append(postprocess(x, module.n_bits).cpu())
                 bar.update(1)
             blocks.append(grid_of(torch.cat(images), nrow=cfg.get("nrow")))
     grid = blocks[0] if len(blocks) == 1 else make_grid(torch.stack(blocks), nrow=len(blocks), padding=4, pad_value=1.0)
     out_png = resolve_path(cfg.get("output") or output_dir / "samples.png")
     out_png.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, out_png)
-    record: dict[str, Any] = {"checkpoint": str(ckpt), "samples_png": str(out_png), "n": n, "temperatures": temps}
-    lines = [f"samples ({n} per temperature, T = {', '.join(map(str, temps))}): {out_png}"]
+    total = n * len(temps)
+    record: dict[str, Any] = {
+        "checkpoint": str(ckpt), "samples_png": str(out_png), "n": n, "temperatures": temps,
+        "nonfinite_samples": nonfinite, "nonfinite_share": nonfinite / max(total, 1), "inverse_residual_max": residual,
+    }
+    lines = [
+        f"samples ({n} per temperature, T = {', '.join(map(str, temps))}): {out_png}",
+        f"non-finite samples: {nonfinite} of {total} (shown clamped to the pixel range in the PNG); "
+        f"worst relative inverse residual of the invertible convolutions: {residual:.2e}",
+    ]
+    if nonfinite:
+        logging.getLogger(__name__).warning("%d of %d samples are non-finite", nonfinite, total)
 
     n_rec = int(cfg.get("reconstructions") or 0)
     n_int = int(cfg.get("interpolations") or 0)

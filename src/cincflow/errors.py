@@ -1,0 +1,98 @@
+"""User-facing errors of the training system, and how the entry scripts report them.
+
+Every class here carries a complete one-sentence message (what is wrong and how to fix it). The
+entry scripts (``src/train.py``, ``src/eval.py``, ``src/sample.py``) catch these and the data
+layer's :class:`~cincflow.data.errors.DatasetNotFoundError` / :class:`CorruptDataError` and print
+
+    error: <message>
+
+as ONE line on stderr, then exit with :attr:`CincFlowError.exit_code` (2: bad input or
+configuration, 3: a fault while running: non-finite training, a checkpoint that could not be
+written). ``HYDRA_FULL_ERROR=1`` or ``CINCFLOW_DEBUG=1`` also prints the traceback first. Any other
+exception is a bug and keeps its full traceback.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .data.errors import CorruptDataError, DatasetNotFoundError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAULT = 3
+
+
+class CincFlowError(RuntimeError):
+    """Base of the user-facing errors; ``exit_code`` is the entry scripts' exit status."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(CincFlowError, ValueError):
+    """An invalid configuration (model, data shape, script arguments)."""
+
+
+class CheckpointError(CincFlowError):
+    """``ckpt_path`` is not a usable checkpoint (unreadable, truncated, not a Lightning .ckpt)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """``ckpt_path`` does not exist (or ``ckpt_path=last`` found no last.ckpt)."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint's weights do not fit the configured architecture (keys or shapes differ)."""
+
+
+class CheckpointWriteError(CincFlowError, OSError):
+    """A checkpoint could not be written (disk full, unwritable folder); the previous one is intact."""
+
+    exit_code = EXIT_FAULT
+
+
+class NonFiniteTrainingError(CincFlowError):
+    """Too many consecutive optimiser steps with a non-finite loss or gradient."""
+
+    exit_code = EXIT_FAULT
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (CincFlowError, DatasetNotFoundError, CorruptDataError)
+
+
+def find_user_error(exc: BaseException | None) -> BaseException | None:
+    """The first user-facing error in the chain ``exc``, ``exc.__cause__``, ``exc.__context__``...
+    (Hydra's instantiate and some libraries wrap the original exception)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, USER_ERRORS):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def exit_code_of(exc: BaseException) -> int:
+    return int(getattr(exc, "exit_code", EXIT_BAD_INPUT))
+
+
+def report_errors(job: Callable[[Any], Any], cfg: Any) -> Any:
+    """Run ``job(cfg)``; a user-facing error becomes ``error: <message>`` on stderr and
+    ``sys.exit(<its exit code>)``; anything else propagates with its traceback."""
+    try:
+        return job(cfg)
+    except Exception as exc:
+        err = find_user_error(exc)
+        if err is None:
+            raise
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("CINCFLOW_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        sys.stdout.flush()
+        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+        sys.exit(exit_code_of(err))

@@ -1,0 +1,170 @@
+"""Checkpoint files: atomic writes, ``ckpt_path`` resolution and validation.
+
+* :class:`AtomicCheckpointIO` (the trainer's default CheckpointIO plugin, ``atomic_checkpoints:
+  true``): a checkpoint is written to a hidden temporary file in the same folder, flushed and
+  fsync'ed, then renamed over the final name (``os.replace``, atomic on POSIX). A crash or SIGKILL
+  mid-write leaves the previous checkpoint intact (plus, at worst, a ``.<name>.*.tmp`` file); a
+  failed write (disk full, unwritable folder) removes the temporary file and raises
+  :class:`~cincflow.errors.CheckpointWriteError`.
+* :func:`resolve_ckpt_path`: ``ckpt_path=last`` is the newest ``last.ckpt`` (by modification time)
+  below ``<paths.log_dir>/outputs/<task>/*/checkpoints/`` and ``<paths.log_dir>/multirun/<task>/*/*/
+  checkpoints/``; for train that is the same ``task_name``, for eval/sample any task.
+* :func:`load_checkpoint_dict` / :func:`check_state_dict`: a clear error for a file that is not a
+  (complete) Lightning checkpoint, or whose weights do not fit the configured architecture.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ..errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, CheckpointWriteError
+
+
+def _write_failure(path: Path, err: BaseException) -> CheckpointWriteError:
+    reason = getattr(err, "strerror", None) or " ".join(str(err).split()) or type(err).__name__
+    return CheckpointWriteError(
+        f"could not write checkpoint {path} ({reason}); the previous checkpoint there is unchanged: free disk "
+        f"space or choose a writable output folder (paths.log_dir=... or hydra.run.dir=...)"
+    )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """TorchCheckpointIO that never leaves a half-written checkpoint under the final name."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote file systems: Lightning's own writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as err:
+            raise _write_failure(path, err) from err
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as err:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(err, OSError) or (isinstance(err, RuntimeError) and "write" in str(err).lower()):
+                raise _write_failure(path, err) from err
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+
+def find_last_checkpoint(log_dir: str | os.PathLike, task_name: str | None = None,
+                         exclude: str | os.PathLike | None = None) -> Path | None:
+    """The newest ``last.ckpt`` of ``task_name`` (any task when None) below ``log_dir``."""
+    root = Path(log_dir)
+    task = task_name or "*"
+    candidates = list(root.glob(f"outputs/{task}/*/checkpoints/last.ckpt"))
+    candidates += list(root.glob(f"multirun/{task}/*/*/checkpoints/last.ckpt"))
+    if exclude is not None:
+        ex = Path(exclude).resolve()
+        candidates = [c for c in candidates if ex not in c.resolve().parents]
+    candidates = [c for c in candidates if c.is_file()]
+    return max(candidates, key=lambda c: c.stat().st_mtime, default=None)
+
+
+def resolve_ckpt_path(value: Any, cfg: Any, same_task: bool) -> Path:
+    """``ckpt_path`` as an existing file: a path (relative to the current directory) or ``last``."""
+    from .run import resolve_path
+
+    if str(value) == "last" and cfg is not None:
+        log_dir = Path(cfg.paths.log_dir)
+        task = str(cfg.get("task_name")) if same_task else None
+        found = find_last_checkpoint(log_dir, task, exclude=cfg.paths.get("output_dir"))
+        if found is None:
+            where = f"{log_dir}/outputs/{task or '*'}/*/checkpoints/last.ckpt"
+            raise CheckpointNotFoundError(
+                f"ckpt_path=last found no checkpoint ({where} does not exist): train first, or pass the path "
+                f"of a checkpoint with ckpt_path=outputs/.../checkpoints/last.ckpt"
+            )
+        return found
+    path = resolve_path(value)
+    if not path.exists():
+        raise CheckpointNotFoundError(
+            f"ckpt_path={path} does not exist: pass an existing .ckpt file (outputs/<task>/<run>/checkpoints/) "
+            f"or ckpt_path=last"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={path} is a directory, not a checkpoint file: pass a .ckpt file in it")
+    return path
+
+
+def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any]:
+    """The checkpoint's dictionary (tensors memory-mapped); a clear error for anything else."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the end
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"ckpt_path={path} is not a checkpoint ({size} bytes, not the zip archive torch.save writes: "
+            f"truncated, corrupted or another kind of file): pass a .ckpt written by src/train.py"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
+    except Exception as err:
+        detail = " ".join(str(err).split())[:160]
+        raise CheckpointError(
+            f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}: {detail}): the file is truncated, "
+            f"corrupted or not a .ckpt written by src/train.py; use another checkpoint (e.g. epoch_XXX.ckpt)"
+        ) from err
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        raise CheckpointError(
+            f"ckpt_path={path} is not a Lightning checkpoint of this project (no 'state_dict' entry): "
+            f"pass a .ckpt file written by src/train.py"
+        )
+    return dict(ckpt)
+
+
+def _arch(hparams: Mapping[str, Any] | None) -> str:
+    model = dict((hparams or {}).get("model") or {})
+    keys = ("conv", "coupling", "levels", "depth", "width", "in_channels", "image_size")
+    return " ".join(f"{k}={model[k]}" for k in keys if k in model) or "unknown"
+
+
+def state_dict_differences(expected: Mapping[str, torch.Tensor], found: Mapping[str, Any], limit: int = 3) -> str:
+    """'' when ``found`` fits ``expected`` (same keys and shapes), else a short description."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {list(found[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in found and hasattr(found[k], "shape") and tuple(found[k].shape) != tuple(v.shape)
+    ]
+
+    def part(name: str, items: list[str]) -> str:
+        more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+        return f"{len(items)} {name}: {', '.join(items[:limit])}{more}"
+
+    parts = [part(n, i) for n, i in (("missing keys", missing), ("unexpected keys", unexpected),
+                                     ("shape mismatches (checkpoint vs model)", shapes)) if i]
+    return "; ".join(parts)
+
+
+def check_state_dict(module: torch.nn.Module, ckpt: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointMismatchError` unless the checkpoint's weights load strictly into ``module``."""
+    diff = state_dict_differences(module.state_dict(), ckpt["state_dict"])
+    if diff:
+        here = _arch(getattr(module, "hparams", None))
+        there = _arch(ckpt.get("hyper_parameters"))
+        raise CheckpointMismatchError(
+            f"ckpt_path={path} comes from a different architecture (checkpoint: {there}; this config: {here}): "
+            f"{diff}; use the model settings the checkpoint was trained with"
+        )

@@ -1,0 +1,195 @@
+"""Reliability (issue #6): bad input through the real command line, one-line errors and exit codes.
+
+The bad-input cases run the real entry scripts (``src/train.py`` etc., with their real command-line
+parsing by Hydra) in ONE subprocess that executes each script with ``runpy`` as ``__main__`` (a
+Python + Lightning start-up costs ~5 s, so one process per case would cost minutes); one case also
+runs as a separate process to check the process exit status itself.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cincflow.training.run import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["experiment=quickstart", "debug=smoke", "logger=none", "trainer.enable_progress_bar=false"]
+
+RUNNER = r"""
+import contextlib, io, json, runpy, sys
+cases = json.loads(sys.argv[1])
+results = []
+for script, args in cases:
+    sys.argv = [script, *args]
+    err, out, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    results.append({"code": code, "stderr": err.getvalue(), "stdout": out.getvalue()})
+print("RESULTS" + json.dumps(results))
+"""
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "CINCFLOW_DEBUG")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cases(cases: list[tuple[str, list[str]]], timeout: int = 300) -> list[dict]:
+    payload = json.dumps([[str(ROOT / "src" / f"{script}.py"), args] for script, args in cases])
+    proc = subprocess.run([sys.executable, "-c", RUNNER, payload], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")]
+    assert proc.returncode == 0 and line, f"runner failed\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(line[-1][len("RESULTS"):])
+
+
+def assert_one_line_error(result: dict, *fragments: str, code: int = 2) -> str:
+    """Exit ``code``, no traceback, exactly one ``error:`` line (the last line of stderr) that
+    contains every fragment."""
+    err = result["stderr"]
+    assert result["code"] == code, (result["code"], err[-2000:], result["stdout"][-1000:])
+    assert "Traceback" not in err and "HYDRA_FULL_ERROR" not in err, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and err.rstrip().splitlines()[-1] == lines[0], err[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """last.ckpt of a 3-step smoke run (in-process)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, "test=false", "samples.n=0"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        del cfg.hydra
+    train(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _png(path: Path, size: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((size, size, 3), np.uint8)).save(path)
+
+
+def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
+    d = tmp_path
+    # data folders: CIFAR-10 with one batch only / all batches garbage; ImageNet32 npz truncated; PNGs
+    (d / "cifar_partial" / "cifar-10-batches-py").mkdir(parents=True)
+    (d / "cifar_partial" / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"x")
+    bad = d / "cifar_bad" / "cifar-10-batches-py"
+    bad.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (bad / name).write_bytes(b"\x80\x04garbage")
+    npz = d / "npz"
+    npz.mkdir()
+    buf = io.BytesIO()
+    np.savez(buf, data=np.zeros((4, 3072), np.uint8))
+    for name in [f"train_data_batch_{i}.npz" for i in range(1, 11)] + ["val_data.npz"]:
+        (npz / name).write_bytes(buf.getvalue()[:100])  # truncated
+    (d / "png_bad" / "train_32x32").mkdir(parents=True)
+    (d / "png_bad" / "train_32x32" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    _png(d / "png_bad" / "valid_32x32" / "b.png", 32)
+    _png(d / "png_small" / "train_32x32" / "a.png", 16)
+    _png(d / "png_small" / "valid_32x32" / "b.png", 16)
+    (d / "empty").mkdir()
+    # checkpoints: a text file, a truncated checkpoint
+    (d / "notes.ckpt").write_text("not a checkpoint\n")
+    raw = tiny_checkpoint.read_bytes()
+    (d / "truncated.ckpt").write_bytes(raw[: len(raw) // 2])
+    ckpt_before = raw
+
+    def run(i: int) -> str:
+        return f"hydra.run.dir={d / 'runs' / str(i)}"
+
+    train_cases = [
+        (["data=cifar10", f"paths.data_dir={d / 'missing'}", "data.download=false"],
+         ("CIFAR-10 not found", "missing: data_batch_1", "Download")),
+        (["data=cifar10", f"paths.data_dir={d / 'cifar_partial'}", "data.download=false"],
+         ("CIFAR-10 not found", "missing: data_batch_2")),
+        (["data=cifar10", f"paths.data_dir={d / 'cifar_bad'}"], ("cannot read CIFAR-10 batch", "re-download")),
+        (["data=imagenet32_oord", f"paths.data_dir={d / 'empty'}"], ("train_32x32", "does not exist")),
+        (["data=imagenet32_chrabaszcz", f"paths.data_dir={d / 'npz'}"], ("train_data_batch_1.npz", "cannot read")),
+        (["data=imagenet32_oord", f"paths.data_dir={d / 'png_bad'}"], ("cannot read PNG", "a.png")),
+        (["data=imagenet32_oord", f"paths.data_dir={d / 'png_small'}"], ("expected a 32x32 RGB PNG", "16x16")),
+        (["model.image_size=16"], ("model.image_size=16", "image_size=8", "model.image_size=null")),
+        (["model.in_channels=3"], ("model.in_channels=3", "in_channels=1")),
+        (["model.levels=4"], ("invalid model configuration", "not divisible by 2^levels = 16")),
+        (["model.depth=0"], ("invalid model configuration", "depth must be a positive integer")),
+        (["model.width=-4"], ("width must be a positive integer",)),
+        (["model.conv_kwargs.inverse=magic"], ("unknown inverse mode 'magic'",)),
+        (["coupling=quad", "model.coupling=quadd"], ("unknown coupling 'quadd'",)),
+        ([f"ckpt_path={d / 'nope.ckpt'}"], ("nope.ckpt does not exist",)),
+        ([f"ckpt_path={d / 'notes.ckpt'}"], ("notes.ckpt is not a checkpoint",)),
+        ([f"ckpt_path={d / 'truncated.ckpt'}"], ("truncated.ckpt is not a checkpoint", "truncated")),
+        ([f"ckpt_path={d}"], ("is a directory",)),
+        ([f"ckpt_path={tiny_checkpoint}", "model.width=16"],
+         ("different architecture", "width=8", "width=16", "shape mismatches", "[8, ")),
+        ([f"ckpt_path={tiny_checkpoint}", "model.depth=2"], ("different architecture", "missing keys", "depth=2")),
+        (["ckpt_path=last", f"paths.log_dir={d / 'nolog'}"], ("ckpt_path=last found no checkpoint",)),
+    ]
+    cases = [("train", [*TINY, *args, run(i)]) for i, (args, _) in enumerate(train_cases)]
+    other = [
+        (("eval", [run(100)]), ("src/eval.py needs a checkpoint", "ckpt_path=")),
+        (("sample", [run(101)]), ("src/sample.py needs a checkpoint", "ckpt_path=")),
+        (("eval", [f"ckpt_path={d / 'notes.ckpt'}", run(102)]), ("is not a checkpoint",)),
+        (("sample", [f"ckpt_path={d / 'nope.ckpt'}", run(103)]), ("does not exist",)),
+        (("eval", [f"ckpt_path={tiny_checkpoint}", "data=cifar10", run(104)]),
+         ("does not match the checkpoint's model",)),
+        (("sample", ["ckpt_path=last", f"paths.log_dir={d / 'nolog'}", run(105)]), ("found no checkpoint",)),
+    ]
+    cases += [case for case, _ in other]
+    expectations = [frag for _, frag in train_cases] + [frag for _, frag in other]
+    results = run_cases(cases)
+    assert len(results) == len(cases)
+    for (script, args), fragments, result in zip(cases, expectations, results):
+        assert_one_line_error(result, *fragments)
+    # nothing already written was overwritten: the checkpoint we resumed from is byte-identical
+    assert tiny_checkpoint.read_bytes() == ckpt_before
+
+
+def test_real_process_exit_status_and_traceback_on_request(tmp_path):
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "model.depth=0", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: invalid model configuration: depth must be")
+    assert "Traceback" not in proc.stderr
+    # HYDRA_FULL_ERROR=1 adds the traceback, same last line and status
+    proc = subprocess.run(cmd, cwd=ROOT, env={**_env(), "HYDRA_FULL_ERROR": "1"}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: invalid model configuration")
+
+
+def test_unknown_group_choice_keeps_hydra_list_of_choices():
+    # Hydra's own error for an unknown group choice is kept (it lists the available ones)
+    results = run_cases([("train", ["conv=cnic"])])
+    assert results[0]["code"] != 0
+    assert "Available options" in results[0]["stderr"] and "cinc" in results[0]["stderr"]
+
+
+def test_zipfile_check_accepts_real_checkpoints(tiny_checkpoint):
+    assert zipfile.is_zipfile(tiny_checkpoint)
+    assert torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)["global_step"] == 3
