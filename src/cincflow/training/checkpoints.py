@@ -49,7 +49,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except OSError as err:
             raise _write_failure(path, err) from err
         try:
-            with os.fdopen(fd, "wb") as f:
+            os.close(fd)
+            with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())

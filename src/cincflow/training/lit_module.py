@@ -86,6 +86,7 @@ class FlowLitModule(LightningModule):
         actnorm_init_seed: int = 0,
         data: Mapping[str, Any] | None = None,
         max_bad_steps: int = 20,
+        noise_seed: int | None = None,
     ):
         """
         Args:
@@ -98,6 +99,10 @@ class FlowLitModule(LightningModule):
             data: the data config the run used (kept in the checkpoint for eval/sample scripts).
             max_bad_steps: stop training after this many consecutive steps with a non-finite loss
                 or gradient (each one is skipped); 0 or None: never stop.
+            noise_seed: when set, the global torch RNG (training dequantisation noise) is re-seeded
+                at the start of every training epoch from (noise_seed, epoch, rank), so a run resumed
+                from an end-of-epoch checkpoint draws exactly the noise of an uninterrupted run
+                (validation and the sanity check consume random numbers too).
         """
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -196,6 +201,12 @@ class FlowLitModule(LightningModule):
                 f"{'x'.join(map(str, expected))} (model.in_channels x model.image_size^2): use data that matches "
                 f"or set model.in_channels/model.image_size=null to take them from the data"
             )
+
+    def on_train_epoch_start(self) -> None:
+        seed = self.hparams.get("noise_seed")
+        if seed is not None:
+            epoch, rank = int(self.trainer.current_epoch), int(self.trainer.global_rank)
+            torch.manual_seed(((int(seed) * 1_000_003 + epoch) * 1_009 + rank) % 2**63)
 
     def on_train_start(self) -> None:
         # the sanity-check validation must not count towards the best value

@@ -234,6 +234,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         actnorm_init_seed=int(cfg.get("seed") or 0),
         data=_container(cfg.data),
         max_bad_steps=int(cfg.get("max_bad_steps") or 0),
+        noise_seed=int(cfg.seed) if cfg.get("seed") is not None else None,
     )
     if ckpt is not None:
         check_state_dict(module, ckpt, ckpt_path)  # a different architecture: which keys/shapes differ
