@@ -86,7 +86,7 @@ def test_eval_script_writes_metrics_json(multirun, tmp_path):
 def test_sample_script_writes_pngs(multirun, tmp_path):
     job, train_metrics = _one_job(multirun[0])
     out = tmp_path / "sample"
-    ok(run_script("sample.py", f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}", "n=9", "temperature=[0.5,1.0]",
+    proc = ok(run_script("sample.py", f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}", "n=9", "temperature=[0.5,1.0]",
                   "reconstructions=4", "interpolations=2", "interpolation_steps=5", "device=cpu",
                   f"hydra.run.dir={out}"))
     record = json.loads((out / "sample.json").read_text())
@@ -95,6 +95,9 @@ def test_sample_script_writes_pngs(multirun, tmp_path):
     assert read_image(record["reconstructions_png"]).numel() > 0
     assert read_image(record["interpolations_png"]).numel() > 0
     assert record["recon_err_max"] < 1e-3 and record["temperatures"] == [0.5, 1.0]
+    # sampling clamps nothing silently: the non-finite count and the worst inverse residual are reported
+    assert record["nonfinite_samples"] == 0 and record["inverse_residual_max"] < 1e-3
+    assert "non-finite samples: 0 of 18" in proc.stdout
 
 
 def test_unknown_choice_on_the_command_line_lists_the_available_ones(tmp_path):
