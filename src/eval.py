@@ -1,6 +1,9 @@
 """Bits/dim of a checkpoint (writes metrics.json in the run folder).
 
     python src/eval.py ckpt_path=outputs/.../checkpoints/epoch_012.ckpt [split=val] [data=...]
+
+ckpt_path=last: the newest outputs/*/*/checkpoints/last.ckpt (also multirun/) below paths.log_dir.
+Errors: one line `error: ...` on stderr, exit status 2 (HYDRA_FULL_ERROR=1: with the traceback).
 """
 import os
 import sys

@@ -1,6 +1,9 @@
 """Samples from a checkpoint into a PNG grid (+ reconstructions, interpolations).
 
     python src/sample.py ckpt_path=... n=64 temperature=0.7 [reconstructions=16] [interpolations=4]
+
+ckpt_path=last: the newest outputs/*/*/checkpoints/last.ckpt (also multirun/) below paths.log_dir.
+Errors: one line `error: ...` on stderr, exit status 2 (HYDRA_FULL_ERROR=1: with the traceback).
 """
 import os
 import sys

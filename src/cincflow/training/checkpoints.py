@@ -36,6 +36,12 @@ def _write_failure(path: Path, err: BaseException) -> CheckpointWriteError:
     )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO that never leaves a half-written checkpoint under the final name."""
 
@@ -50,6 +56,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise _write_failure(path, err) from err
         try:
             os.close(fd)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint gets the usual mode
             with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
