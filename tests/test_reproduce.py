@@ -3,7 +3,6 @@ end to end at a tiny size and writes the three tables, results.json and the plot
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from cincflow.reproduce import paper
 from cincflow.reproduce.report import tables_markdown
-from cincflow.reproduce.run import SCALES, experiments, reproduce
+from cincflow.reproduce.run import experiments, reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"cifar10": (32, "CIFAR10DataModule", 2), "imagenet32": (48, "ImageNet32OordDataModule", 4)}

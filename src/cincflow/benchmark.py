@@ -35,6 +35,7 @@ from .layers.cinc import CInCConv
 from .layers.invconv1x1 import InvConv1x1
 from .model import Glow
 from .sampling import invertible_convs, sample_with_check, set_inverse_mode
+from .timing import wall_time
 
 SIZES = {
     # the paper's CIFAR-10 model (PAPER.md section 5)
@@ -64,13 +65,7 @@ def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
     calls all of them once, in turn, so that a change of machine load hits them alike (CUDA synchronised)."""
 
     def once(fn: Callable[[], object]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
+        return wall_time(fn, device)
 
     for _ in range(warmup):
         for fn in fns.values():

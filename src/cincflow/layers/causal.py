@@ -28,12 +28,12 @@ Exact inverses (``mode``), all vectorised over the batch, the pixels of a step a
 """
 from __future__ import annotations
 
-import math
-import time
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from ..timing import wall_time
 
 ALGORITHMS = ("tiled", "wavefront", "kernel")
 INVERSE_MODES = ("auto", *ALGORITHMS)
@@ -148,16 +148,7 @@ def tile_size(mode: str, kernel_size: int) -> int:
 def _best_time(fn, device: torch.device, repeats: int = 3) -> float:
     """Fastest of ``repeats`` timed calls after one warm-up call (CUDA synchronised), seconds."""
     fn()
-    best = math.inf
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return min(wall_time(fn, device) for _ in range(repeats))
 
 
 # --- inverse kernel --------------------------------------------------------------------------------
