@@ -81,7 +81,7 @@ def _git_commit() -> str:
 def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores, torch threads: {torch.get_num_threads()}, torch {torch.__version__}"
 
 
 def launch(names: list[str], overrides: list[str], sweep_dir: Path) -> None:
@@ -132,7 +132,7 @@ def reproduce(scale: str = "full", out: str | Path = "results", only: list[str] 
     out_dir = Path(out) / scale
     if not out_dir.is_absolute():
         out_dir = ROOT / out_dir
-    start = time.time()
+    start, commit = time.time(), _git_commit()  # the code the runs are made with
     if runs is None:
         sweep_dir = out_dir / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")
         launch(names, SCALES[scale]["overrides"] + list(extra_overrides or []), sweep_dir)
@@ -152,7 +152,7 @@ def reproduce(scale: str = "full", out: str | Path = "results", only: list[str] 
         torch.set_num_threads(threads)
     meta = {
         "hardware": hardware,
-        "commit": _git_commit(),
+        "commit": commit,
         "datasets": "CIFAR-10 (torchvision); ImageNet32 = van den Oord et al. 2016 (imagenet32_oord)"
         if scale == "full" else "data=photos (32x32 patches of scikit-image's bundled photographs) for every configuration",
         "data": "photos" if scale != "full" else "cifar10 / imagenet32_oord",
