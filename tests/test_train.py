@@ -274,3 +274,20 @@ def test_last_checkpoint_follows_training_not_the_best(compose_cfg, tmp_path):
     best = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
     assert last["global_step"] == result["global_step"] == 9
     assert best["global_step"] < 9 and Path(result["best_checkpoint"]).name == "epoch_000.ckpt"
+
+
+def test_csv_logger_appends_columns_from_another_process(tmp_path):
+    """ddp_spawn runs fit and test in fresh processes: the second writer must extend the first's
+    metrics.csv, not rewrite it with its own columns only."""
+    import csv
+
+    from cincflow.training.loggers import CSVLogger
+
+    first = CSVLogger(tmp_path, name="csv", version=0)
+    first.log_metrics({"train/bpd": 5.0}, step=0)
+    first.save()
+    second = CSVLogger(tmp_path, name="csv", version=0)  # as in a newly spawned process
+    second.log_metrics({"test/bpd": 4.0}, step=1)
+    second.save()
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "version_0" / "metrics.csv")))
+    assert [(r["train/bpd"], r["test/bpd"]) for r in rows] == [("5.0", ""), ("", "4.0")]

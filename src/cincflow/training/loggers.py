@@ -16,9 +16,42 @@ import socket
 from typing import Any
 from urllib.parse import urlparse
 
+import csv
+
 from hydra.utils import instantiate
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+class _AppendingWriter(ExperimentWriter):
+    """Appends to an existing metrics.csv (Lightning's writer deletes it) and starts from its
+    columns, so new columns extend its header."""
+
+    def _check_log_dir_exists(self) -> None:
+        pass  # keep what is already written
+
+    def _record_new_keys(self) -> set[str]:
+        if not self.metrics_keys and self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys.extend(next(csv.reader(file), []))
+        return super()._record_new_keys()
+
+
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's CSVLogger, appending to a metrics.csv that another process of the same run began:
+    under ``ddp_spawn`` fit and test run in fresh processes, and Lightning's writer would rewrite the
+    file with only its own columns and fail ("dict contains fields not in fieldnames")."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
 
 WANDB_TARGETS = ("lightning.pytorch.loggers.WandbLogger", "lightning.pytorch.loggers.wandb.WandbLogger")
 _announced: set[str] = set()
