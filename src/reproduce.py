@@ -7,6 +7,7 @@
 """
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +29,12 @@ def main() -> None:
     args = parser.parse_args()
     from cincflow.reproduce.run import reproduce
 
-    reproduce(args.scale, args.out, args.only, args.device, args.reps, args.overrides, args.runs)
+    try:
+        reproduce(args.scale, args.out, args.only, args.device, args.reps, args.overrides, args.runs)
+    except subprocess.CalledProcessError as err:  # train.py has printed its own error line
+        sys.exit(f"error: the training runs stopped (exit status {err.returncode}); see the message above")
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

@@ -149,6 +149,7 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
          ("different architecture", "width=8", "width=16", "shape mismatches", "[8, ")),
         ([f"ckpt_path={tiny_checkpoint}", "model.depth=2"], ("different architecture", "missing keys", "depth=2")),
         (["ckpt_path=last", f"paths.log_dir={d / 'nolog'}"], ("ckpt_path=last found no checkpoint",)),
+        (["trainer.accelerator=mps"], ("invalid trainer configuration", "trainer.accelerator=mps", "trainer=cpu")),
     ]
     cases = [("train", [*TINY, *args, run(i)]) for i, (args, _) in enumerate(train_cases)]
     other = [

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -174,6 +175,22 @@ def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModul
     return dm
 
 
+def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
+    """The Trainer of the ``trainer`` config; an impossible setting (e.g. GPUs on a machine without
+    any) becomes a one-line :class:`ConfigError`."""
+    try:
+        return instantiate(trainer_cfg, **kwargs)
+    except Exception as err:
+        cause = err.__cause__ or err
+        if not isinstance(cause, MisconfigurationException):
+            raise
+        raise ConfigError(
+            f"invalid trainer configuration: {cause} (trainer.accelerator={trainer_cfg.get('accelerator')}, "
+            f"trainer.devices={trainer_cfg.get('devices')}; on a machine without a CUDA GPU use trainer=cpu, "
+            "or trainer=ddp_sim for DDP on CPU processes)"
+        ) from err
+
+
 def _world_size_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDataModule) -> int:
     """Per-process batch size: ``data.batch_size`` unless ``global_batch_size`` is set, which is
     then split evenly over all processes (devices x nodes)."""
@@ -243,7 +260,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     callbacks.append(ResumableShuffle())  # training data order = f(data.seed, epoch): same after a resume
     loggers = instantiate_loggers(cfg.get("logger"), wandb_resume_id=wandb_id)
     plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else None
-    trainer: Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     batch = _world_size_batch(cfg, trainer, datamodule)
 
     counts = module.model.parameter_counts()
@@ -355,7 +372,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     ensure_writable_dir(output_dir)
     module = load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device="cpu")
     datamodule = datamodule_for(cfg, module)
-    trainer: Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    trainer = instantiate_trainer(cfg.trainer, logger=False, callbacks=[])
     split = cfg.get("split", "test")
     if split == "test":
         out = trainer.test(module, datamodule=datamodule)
