@@ -23,6 +23,17 @@ def wandb_sandbox(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def float64():
+    """Run a test in float64 (the default dtype is restored afterwards)."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
 def compose_cfg():
     """compose_cfg(config_name, overrides, output_dir) -> the composed DictConfig, as the CLI would
     see it (``hydra:`` interpolations resolvable, ``paths.output_dir`` = output_dir)."""

@@ -19,14 +19,7 @@ from cincflow.layers.step import flow_step
 from flowcheck import brute_force_logdet, randomize
 
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    """These checks run in float64 (restored afterwards so other tests keep float32)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
 
 B, C, H, W = 2, 4, 4, 4
 

@@ -15,14 +15,7 @@ from cincflow.layers.causal import causal_conv, flip
 from flowcheck import jacobian_matrix, randomize, raster_jacobian
 
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    """These checks run in float64 (restored afterwards so other tests keep float32)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
 
 C, H, W = 3, 4, 5
 

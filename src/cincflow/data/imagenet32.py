@@ -60,6 +60,7 @@ class _CachedImageNet32(UInt8ImageDataModule):
         self.val_size = int(val_size)
         self.split_seed = int(split_seed)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(self.data_dir) / "cache"
+        self.save_hyperparameters()
 
     def cache_path(self, source: str) -> Path:
         return self.cache_dir / self.cache_names[source]
@@ -122,19 +123,6 @@ class ImageNet32OordDataModule(_CachedImageNet32):
     """Downsampled ImageNet 32x32 of van den Oord et al. 2016 (PNG folders), 8 bits."""
 
     cache_names = {"train": "train_32x32.npy", "test": "valid_32x32.npy"}
-
-    def __init__(
-        self,
-        data_dir: str,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        val_size: int = 10000,
-        split_seed: int = 0,
-        cache_dir: str | None = None,
-    ):
-        super().__init__(data_dir, batch_size, num_workers, seed, val_size, split_seed, cache_dir)
-        self.save_hyperparameters()
 
     def _plan(self, source: str) -> tuple[int, Iterator[np.ndarray]]:
         folder = Path(self.data_dir) / OORD_FOLDERS[source]
@@ -209,19 +197,6 @@ class ImageNet32ChrabaszczDataModule(_CachedImageNet32):
     """Downsampled ImageNet 32x32 of Chrabaszcz et al. 2017 (npz batches), 8 bits."""
 
     cache_names = {"train": "imagenet32_npz_train.npy", "test": "imagenet32_npz_val.npy"}
-
-    def __init__(
-        self,
-        data_dir: str,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        val_size: int = 10000,
-        split_seed: int = 0,
-        cache_dir: str | None = None,
-    ):
-        super().__init__(data_dir, batch_size, num_workers, seed, val_size, split_seed, cache_dir)
-        self.save_hyperparameters()
 
     def _plan(self, source: str) -> tuple[int, Iterator[np.ndarray]]:
         paths = [Path(self.data_dir) / name for name in CHRABASZCZ_FILES[source]]
