@@ -12,11 +12,8 @@ timings: on a shared machine single-threaded timings are also far steadier; ``al
 import ctypes
 import os
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "src") not in sys.path:  # also works without `pip install -e .`
-    sys.path.insert(0, str(ROOT / "src"))
+from _entry import ROOT  # sets up sys.path and PROJECT_ROOT
 
 from cincflow.benchmark import markdown, run, write  # noqa: E402
 

@@ -5,14 +5,8 @@
 ckpt_path=last: the newest outputs/*/*/checkpoints/last.ckpt (also multirun/) below paths.log_dir.
 Errors: one line `error: ...` on stderr, exit status 2 (HYDRA_FULL_ERROR=1: with the traceback).
 """
-import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-if str(ROOT / "src") not in sys.path:  # also works without `pip install -e .`
-    sys.path.insert(0, str(ROOT / "src"))
+import _entry  # noqa: E402,F401  (sets up sys.path and PROJECT_ROOT)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402

@@ -6,15 +6,10 @@
     python src/reproduce.py --scale full --runs results/full/runs/cluster   # evaluate finished runs only
 """
 import argparse
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+import _entry  # noqa: E402,F401  (sets up sys.path and PROJECT_ROOT)
 
 
 def main() -> None:

@@ -11,14 +11,8 @@ Bad input (missing/corrupt data, invalid model config, unusable checkpoint) prin
 (max_bad_steps consecutive non-finite steps, a checkpoint that cannot be written) exits with 3.
 HYDRA_FULL_ERROR=1 (or CINCFLOW_DEBUG=1) also prints the traceback.
 """
-import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-if str(ROOT / "src") not in sys.path:  # also works without `pip install -e .`
-    sys.path.insert(0, str(ROOT / "src"))
+import _entry  # noqa: E402,F401  (sets up sys.path and PROJECT_ROOT)
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
