@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 SCALE ?= full
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-gpu bench reproduce clean
+.PHONY: help install train test test-slow test-gpu bench bench-gpu reproduce clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-11s %s\n", $$1, $$2}'
@@ -33,7 +33,10 @@ test-gpu: .venv/.installed ## run only the CUDA tests (needs a GPU)
 bench: .venv/.installed ## sampling vs forward speed benchmark (CPU size); writes results/benchmark_cpu.json
 	$(PY) src/benchmark.py size=cpu
 
-reproduce: .venv/.installed ## the paper's tables: SCALE=full (GPUs, days) or SCALE=smoke (CPU, ~20 min); writes results/$$SCALE/
+bench-gpu: .venv/.installed ## the same at the paper's size on a CUDA GPU; writes results/benchmark_paper.json
+	$(PY) src/benchmark.py size=paper device=cuda
+
+reproduce: .venv/.installed ## the paper's tables: SCALE=full (GPUs, days) or SCALE=smoke (CPU, ~20 min); writes results/<scale>/
 	$(PY) src/reproduce.py --scale $(SCALE)
 
 clean: ## remove caches and outputs (keeps .venv)

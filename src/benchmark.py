@@ -8,14 +8,20 @@ Arguments (key=value): size = cpu | paper | tiny (default cpu); device = cpu | c
 out = JSON path (default results/benchmark_<size>.json, the markdown goes next to it);
 threads = torch CPU threads, a number or ``all`` (default 1 on the CPU, as the CInC poster's one-core
 timings: on a shared machine single-threaded timings are also far steadier; ``all`` on CUDA).
+Bad arguments: one line ``error: ...`` on stderr, exit status 2.
 """
 import ctypes
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from _entry import ROOT  # sets up sys.path and PROJECT_ROOT
 
-from cincflow.benchmark import markdown, run, write  # noqa: E402
+import torch  # noqa: E402
+
+from cincflow.benchmark import SIZES, markdown, run, write  # noqa: E402
+from cincflow.errors import ConfigError, report_errors  # noqa: E402
 
 KEYS = ("size", "device", "out", "threads")
 
@@ -32,18 +38,46 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
+def check_device(name: str) -> None:
+    """``name`` must be a torch device this machine has."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name} is not a torch device: use device=cpu or device=cuda[:index]") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ConfigError(
+                f"device={name}: torch {torch.__version__} sees {count} CUDA GPU(s) on this machine; "
+                f"use device=cpu{'' if count == 0 else f' or device=cuda:<0..{count - 1}>'}"
+            )
+    elif device.type != "cpu":
+        raise ConfigError(f"device={name}: the benchmark runs on cpu or cuda")
+
+
 def parse(argv: list[str]) -> dict:
     args = {"size": "cpu", "device": "cpu", "out": None, "threads": None}
     for item in argv:
         key, sep, value = item.partition("=")
         if not sep or key not in KEYS:
-            raise SystemExit(f"unknown argument {item!r}: use key=value with key in {', '.join(KEYS)}")
+            raise ConfigError(f"unknown argument {item!r}: use key=value with key in {', '.join(KEYS)}")
         args[key] = value
+    if args["size"] not in SIZES:
+        raise ConfigError(f"unknown size {args['size']!r}: choose size= one of {', '.join(SIZES)}")
+    check_device(args["device"])
     if args["threads"] is None:
         args["threads"] = "1" if args["device"] == "cpu" else "all"
-    if args["threads"] != "all" and not args["threads"].isdigit():
-        raise SystemExit(f"threads must be a number or 'all', got {args['threads']!r}")
+    if args["threads"] != "all" and not (args["threads"].isdigit() and int(args["threads"]) > 0):
+        raise ConfigError(f"threads must be a positive number or 'all', got {args['threads']!r}")
     args["out"] = args["out"] or str(ROOT / "results" / f"benchmark_{args['size']}.json")
+    if not args["out"].endswith(".json"):
+        raise ConfigError(f"out={args['out']} must name a .json file (the markdown goes next to it, .md)")
+    folder = Path(args["out"]).parent
+    try:  # checked before the run, which takes minutes
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        raise ConfigError(f"out={args['out']}: cannot write into {folder}; choose a writable out=<path>.json") from None
     return args
 
 
@@ -59,4 +93,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    report_errors(main, sys.argv[1:])  # bad arguments: one line `error: ...` on stderr, exit 2

@@ -160,6 +160,12 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
         (("eval", [f"ckpt_path={tiny_checkpoint}", "data=cifar10", run(104)]),
          ("does not match the checkpoint's model",)),
         (("sample", ["ckpt_path=last", f"paths.log_dir={d / 'nolog'}", run(105)]), ("found no checkpoint",)),
+        (("benchmark", ["size=huge"]), ("unknown size 'huge'", "paper, cpu, tiny")),
+        (("benchmark", ["size=tiny", "device=cuda:64"]), ("device=cuda:64", "CUDA GPU(s) on this machine", "device=cpu")),
+        (("benchmark", ["size=tiny", "device=gpu"]), ("device=gpu is not a torch device",)),
+        (("benchmark", ["size=tiny", "threads=two"]), ("threads must be a positive number",)),
+        (("benchmark", ["size=tiny", f"out={d / 'notes.ckpt' / 'b.json'}"]), ("cannot write into", "notes.ckpt")),
+        (("benchmark", ["tiny"]), ("unknown argument 'tiny'", "key=value")),
     ]
     cases += [case for case, _ in other]
     expectations = [frag for _, frag in train_cases] + [frag for _, frag in other]

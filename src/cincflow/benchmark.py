@@ -48,6 +48,7 @@ SIZES = {
 CONVS = ("glow", "emerging", "cinc")
 COUPLINGS = ("affine", "quad")
 SEQUENTIAL = "sequential"  # the published algorithm (reference only)
+FREE = "free inverse"  # sampling with the conv solves replayed from a recording (a lower bound)
 GLOW_INVERSE = "1x1"  # Glow's only inverse: a 1x1 conv with the inverse matrix
 TARGETS = {
     "cinc_sampling_over_forward": ("<=", 1.5),
@@ -142,6 +143,46 @@ def published_inverse(model: nn.Module) -> Iterator[None]:
             setattr(layer, name, value)
 
 
+@contextmanager
+def replaced_solves(model: nn.Module, make_solve: Callable[[nn.Module], Callable]) -> Iterator[None]:
+    """Inside the block every CInC / Emerging layer's whole inverse solve is ``make_solve(layer)``."""
+    layers = invertible_convs(model)
+    for layer in layers:
+        layer._solve = make_solve(layer)  # an instance attribute shadows the method
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer._solve
+
+
+def free_inverse(model: nn.Module, run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` (a sampling pass of ``model``) with the invertible convs' solves made free: a first, real
+    pass records each layer's solutions; the returned function repeats the pass with every solve a lookup
+    of its recorded solution, so it computes the same samples and its time is what sampling would cost if
+    the convolutions inverted in no time at all: a lower bound for every inverse algorithm."""
+    records = {layer: [] for layer in invertible_convs(model)}
+
+    def recording(layer: nn.Module) -> Callable:
+        solve = layer._solve
+
+        def record(y):
+            records[layer].append(solve(y))
+            return records[layer][-1]
+
+        return record
+
+    with replaced_solves(model, recording):
+        run()
+
+    def replay():
+        cursors = {layer: iter(xs) for layer, xs in records.items()}
+        with replaced_solves(model, lambda layer: lambda y: next(cursors[layer])):
+            return run()
+
+    return replay
+
+
 # --- models ----------------------------------------------------------------------------------------
 
 
@@ -220,6 +261,7 @@ def bench_coupling(coupling: str, cfg: dict, device: torch.device) -> list[dict]
 
     fns = {(conv, "forward"): (lambda m=model, x=x: m.encode(x)) for conv, (model, x) in built.items()}
     fns |= {(conv, mode): sampling(conv, mode) for conv in CONVS for mode in algorithms(conv)}
+    fns |= {(conv, FREE): free_inverse(built[conv][0], sampling(conv, DEFAULT_INVERSE)) for conv in CONVS if conv != "glow"}
     fns |= {(conv, "conv forward"): conv_pass(conv, None) for conv in CONVS}
     fns |= {(conv, f"conv {mode}"): conv_pass(conv, mode) for conv in CONVS for mode in algorithms(conv)}
     times = timed(fns, device, reps)
@@ -242,6 +284,7 @@ def bench_coupling(coupling: str, cfg: dict, device: torch.device) -> list[dict]
         conv_fwd = times[(conv, "conv forward")]
         inverse = {mode: times[(conv, f"conv {mode}")] for mode in modes}
         if conv in published:
+            row["sampling_free_inverse_s"] = times[(conv, FREE)]
             row["sampling_s"][SEQUENTIAL] = slow[conv]
             inverse[SEQUENTIAL] = slow[f"conv {conv}"]
         row["conv_layers"] = {
@@ -321,6 +364,34 @@ def evaluate_targets(models: list[dict], layers: list[dict]) -> list[dict]:
     return rows
 
 
+def emerging_advantage_bound(models: list[dict]) -> list[dict]:
+    """What the Emerging / CInC sampling target needs, per coupling, from the free-inverse passes:
+    ``ceiling`` = Emerging's best sampling time / CInC's sampling time with free conv solves (the ratio
+    no CInC inverse algorithm can exceed); ``emerging_conv_inverse_needed_s`` = how long Emerging's conv
+    solves would have to take in its sampling pass for the target ratio against the measured CInC time,
+    next to how long they take (``emerging_conv_inverse_s`` = best sampling - free-inverse sampling)."""
+    by = {(m["conv"], m["coupling"]): m for m in models}
+    target = TARGETS["emerging_over_cinc_sampling"][1]
+    rows = []
+    for coupling in COUPLINGS:
+        em, ci = by.get(("emerging", coupling)), by.get(("cinc", coupling))
+        if not (em and ci):
+            continue
+        em_conv = em["sampling_best_s"] - em["sampling_free_inverse_s"]
+        needed = target * ci["sampling_best_s"] - em["sampling_free_inverse_s"]
+        rows.append({
+            "coupling": coupling,
+            "measured": em["sampling_best_s"] / ci["sampling_best_s"],
+            "ceiling": em["sampling_best_s"] / ci["sampling_free_inverse_s"],
+            "cinc_conv_inverse_share": 1 - ci["sampling_free_inverse_s"] / ci["sampling_best_s"],
+            "emerging_conv_inverse_share": em_conv / em["sampling_best_s"],
+            "emerging_conv_inverse_s": em_conv,
+            "emerging_conv_inverse_needed_s": needed,
+            "needed_over_measured": needed / em_conv if em_conv > 0 else None,
+        })
+    return rows
+
+
 def machine(device: torch.device) -> dict:
     info = {
         "platform": platform.platform(),
@@ -372,6 +443,7 @@ def run(size: str = "cpu", device: str = "cpu", threads: int | None = None, log:
         "models": models,
         "layers": layers,
         "targets": evaluate_targets(models, layers),
+        "emerging_over_cinc_bound": emerging_advantage_bound(models),
     }
 
 
@@ -459,6 +531,17 @@ def markdown(result: dict) -> str:
     lines += ["", "Targets (issue #4), measured in this run:", "", "| target | case | value | limit | met |", "|---|---|---:|---:|---|"]
     for t in result["targets"]:
         lines.append(f"| {t['target']} | {t['detail']} | {t['value']:.2f} | {t['limit']} | {'yes' if t['met'] else 'NO'} |")
+    target = TARGETS["emerging_over_cinc_sampling"][1]
+    for b in result["emerging_over_cinc_bound"]:
+        factor = "" if b["needed_over_measured"] is None else f" ({b['needed_over_measured']:.1f}x their measured time)"
+        lines.append(
+            f"\nEmerging / CInC sampling, {b['coupling']}: {b['measured']:.2f}. The conv solves take "
+            f"{100 * b['cinc_conv_inverse_share']:.0f}% of CInC's sampling pass and "
+            f"{100 * b['emerging_conv_inverse_share']:.0f}% of Emerging's (sampling again with every solve "
+            f"replayed from a recording, i.e. free). Even with free solves CInC could reach at most "
+            f"{b['ceiling']:.2f}; for {target} Emerging's solves would have to take "
+            f"{b['emerging_conv_inverse_needed_s']:.3f} s instead of {b['emerging_conv_inverse_s']:.3f} s{factor}."
+        )
     lines += [
         "",
         "The papers' numbers (PAPER.md section 6), 100 images: CInC poster, sampling on one CPU core (published "
