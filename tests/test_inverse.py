@@ -14,10 +14,12 @@ from cincflow import CInCConv, EmergingConv, Glow
 from cincflow.layers.causal import (
     ALGORITHMS,
     INVERSE_MODES,
+    RESIDUAL_TOLERANCE,
     CausalInverse,
     auto_choice,
     causal_conv,
     causal_conv_inverse,
+    relative_residual,
 )
 from cincflow.sampling import invertible_convs, sample_with_check, set_inverse_mode
 from flowcheck import randomize
@@ -110,6 +112,42 @@ def test_auto_times_the_algorithms_once_per_shape_and_uses_the_fastest():
         x = CausalInverse()(y, weight, None, "auto")
     assert auto_choice(y, 3) in ALGORITHMS
     torch.testing.assert_close(x, causal_conv_inverse(y, weight, None, auto_choice(y, 3)), rtol=0, atol=1e-12)
+
+
+def test_auto_picks_the_fastest_algorithm_that_meets_the_accuracy_check(monkeypatch):
+    """``kernel`` is made to time fastest. On a well-conditioned kernel auto picks it; on a badly
+    conditioned one (float32, off-centre taps 0.15 at 16x16x12) its FFT leaves a residual above 1e-3
+    where the substitutions stay below, and auto picks a substitution; when every algorithm fails the
+    check, auto picks the most accurate."""
+    from cincflow.layers import causal
+
+    ran_kernel = []
+    apply = causal.apply_inverse_kernel
+    monkeypatch.setattr(causal, "apply_inverse_kernel", lambda *a, **k: ran_kernel.append(1) or apply(*a, **k))
+
+    def best_time(fn, device):  # 0 s when the call applied an inverse kernel, else 1 s
+        ran_kernel.clear()
+        fn()
+        return 0.0 if ran_kernel else 1.0
+
+    monkeypatch.setattr(causal, "_best_time", best_time)
+    for scale, seed, expected in ((0.02, 1, "kernel"), (0.15, 1, "accurate"), (0.16, 0, "most accurate")):
+        monkeypatch.setattr(causal, "_FASTEST", {})
+        weight = causal_weight(12, 3, scale=scale, seed=seed).float()
+        y = torch.randn(4, 12, 16, 16, generator=torch.Generator().manual_seed(seed))
+        residual = {m: relative_residual(causal_conv(causal_conv_inverse(y, weight, None, m), weight), y) for m in ALGORITHMS}
+        with torch.no_grad():
+            x = CausalInverse()(y, weight, None, "auto")
+        picked = auto_choice(y, 3)
+        assert torch.equal(x, causal_conv_inverse(y, weight, None, picked))
+        if expected == "kernel":
+            assert max(residual.values()) < RESIDUAL_TOLERANCE and picked == "kernel"
+        elif expected == "accurate":
+            assert residual["kernel"] > RESIDUAL_TOLERANCE >= max(residual["tiled"], residual["wavefront"]), residual
+            assert picked in ("tiled", "wavefront")
+        else:
+            assert min(residual.values()) > RESIDUAL_TOLERANCE, residual
+            assert picked == min(residual, key=residual.get) != "kernel"
 
 
 @pytest.mark.parametrize("mode", ALGORITHMS)

@@ -17,9 +17,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .layers.causal import check_inverse_mode
-
-RESIDUAL_TOLERANCE = 1e-3
+from .layers.causal import RESIDUAL_TOLERANCE, check_inverse_mode
 
 
 def invertible_convs(model: nn.Module) -> list[nn.Module]:
