@@ -1,6 +1,8 @@
 # cinc-flow: every target uses .venv/bin/python and creates .venv first when it is missing.
+# With an environment of your own (conda, a GPU cluster's modules): make <target> PY=python (no .venv).
 SHELL := /bin/bash
 PY := .venv/bin/python
+VENV := $(if $(filter .venv/bin/python,$(PY)),.venv/.installed)
 PYTEST_ARGS ?=
 SCALE ?= full
 
@@ -12,31 +14,31 @@ help: ## list the targets
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	.venv/bin/python -m pip install --upgrade pip
+	.venv/bin/python -m pip install -e ".[dev]"
 	touch .venv/.installed
 
 install: .venv/.installed ## create .venv and install the pinned dependencies and the package
 
-train: .venv/.installed ## quickstart: train CInC + quad coupling on the offline digits data (CPU, minutes)
+train: $(VENV) ## quickstart: train CInC + quad coupling on the offline digits data (CPU, minutes)
 	$(PY) src/train.py experiment=quickstart
 
-test: .venv/.installed ## run the default test suite (CPU)
+test: $(VENV) ## run the default test suite (CPU)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-slow: .venv/.installed ## run only the slow tests
+test-slow: $(VENV) ## run only the slow tests
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
-test-gpu: .venv/.installed ## run only the CUDA tests (needs a GPU)
+test-gpu: $(VENV) ## run only the CUDA tests (needs a GPU)
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
 
-bench: .venv/.installed ## sampling vs forward speed benchmark (CPU size); writes results/benchmark_cpu.json
+bench: $(VENV) ## sampling vs forward speed benchmark (CPU size); writes results/benchmark_cpu.json
 	$(PY) src/benchmark.py size=cpu
 
-bench-gpu: .venv/.installed ## the same at the paper's size on a CUDA GPU; writes results/benchmark_paper.json
+bench-gpu: $(VENV) ## the same at the paper's size on a CUDA GPU; writes results/benchmark_paper.json
 	$(PY) src/benchmark.py size=paper device=cuda
 
-reproduce: .venv/.installed ## the paper's tables: SCALE=full (GPUs, days) or SCALE=smoke (CPU, ~20 min); writes results/<scale>/
+reproduce: $(VENV) ## the paper's tables: SCALE=full (GPUs, days) or SCALE=smoke (CPU, ~20 min); writes results/<scale>/
 	$(PY) src/reproduce.py --scale $(SCALE)
 
 clean: ## remove caches and outputs (keeps .venv)
