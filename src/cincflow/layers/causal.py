@@ -273,7 +273,7 @@ class CausalInverse:
         residual = {m: relative_residual(causal_conv(self(y, weight, bias, m), weight, bias), y) for m in ALGORITHMS}
         accurate = [m for m in ALGORITHMS if residual[m] <= RESIDUAL_TOLERANCE]
         if not accurate:
-            accurate = [min(ALGORITHMS, key=lambda m: residual[m] if residual[m] == residual[m] else math.inf)]
+            accurate = [min(ALGORITHMS, key=lambda m: math.inf if math.isnan(residual[m]) else residual[m])]
         timings = {m: _best_time(lambda: self(y, weight, bias, m), y.device) for m in accurate}
         return min(timings, key=timings.get)
 
