@@ -1,7 +1,7 @@
 """Reproduce the paper's tables: train every configuration, evaluate, write outputs/reproduce/<scale>/.
 
     python src/reproduce.py                  # full scale, 18 runs (GPUs, weeks): make reproduce
-    python src/reproduce.py --scale smoke    # CPU, offline, ~25 min, 6 configurations x 2 seeds: make reproduce SCALE=smoke
+    python src/reproduce.py --scale smoke    # CPU, offline, ~15 min, 6 configurations x 2 seeds: make reproduce SCALE=smoke
     python src/reproduce.py --scale smoke --only cifar10_cinc_quad cifar10_cinc_affine --seeds 0 1 2
     python src/reproduce.py --scale full --runs outputs/reproduce/full/runs/cluster   # evaluate finished runs only
     python src/reproduce.py --scale smoke --runs outputs/reproduce/smoke/runs/<time> --publish   # copy to results/smoke/

@@ -19,6 +19,7 @@ the same tables and plots without run folders or other local paths.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -145,8 +146,6 @@ def _run_seed(run_dir: Path) -> int | None:
 def evaluate(run_dir: Path, name: str, device: torch.device, reps: int) -> dict:
     """Test bits/dim (from the run's test of its best checkpoint), validation curve, and the time to
     sample 100 images and to evaluate 100 images, with the benchmark's timing (warm-up, median)."""
-    import json
-
     from ..training.run import load_module
 
     metrics_path = run_dir / "metrics.json"
