@@ -23,11 +23,11 @@ from cincflow.reproduce.run import experiments, reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "conf" / "experiment"
-# dataset: (levels, depth, DataModule, processes, seed) of the official README commands
+# dataset: (levels, depth, DataModule, processes, seed, image size) of the official README commands
 SETTINGS = {
-    "cifar10": (3, 32, "CIFAR10DataModule", 2, 2),
-    "imagenet32": (3, 48, "ImageNet32OordDataModule", 4, 0),
-    "imagenet64": (4, 48, "ImageNet64OordDataModule", 4, 0),
+    "cifar10": (3, 32, "CIFAR10DataModule", 2, 2, 32),
+    "imagenet32": (3, 48, "ImageNet32OordDataModule", 4, 0, 32),
+    "imagenet64": (4, 48, "ImageNet64OordDataModule", 4, 0, 64),
 }
 
 
@@ -40,24 +40,24 @@ def _compose(name: str, overrides: tuple[str, ...] = ()):
 def test_every_experiment_config_has_the_paper_settings(name):
     dataset, conv, coupling = name.split("_")
     cfg = _compose(name)
-    levels, depth, datamodule, processes, seed = SETTINGS[dataset]
+    levels, depth, datamodule, processes, seed, size = SETTINGS[dataset]
     assert (cfg.model.conv, cfg.model.coupling) == (conv, coupling)
     assert (cfg.model.levels, cfg.model.depth, cfg.model.width, cfg.model.learn_top) == (levels, depth, 512, True)
     assert cfg.data._target_.endswith(datamodule)
     assert (cfg.optim.name, cfg.optim.lr) == ("adamax", 1e-3)
-    assert cfg.data.batch_size == 64 and cfg.trainer.devices == processes and cfg.ema_decay
-    assert cfg.seed == seed and cfg.data.seed == seed
+    # the official code's batch: 64 images per process at its anchor size 32x32, scaled by area
+    assert cfg.data.batch_size == 64 * 32 * 32 // (size * size) and cfg.trainer.devices == processes
+    assert cfg.seed == seed and cfg.data.seed == seed and cfg.ema_decay
+    # warm-up over 10 official epochs of --n_train = 50,000 (the default) 32x32-batch images
+    assert cfg.optim.warmup_steps == int(10 * 50_000 / (64 * processes)) and cfg.optim.warmup_epochs == 0
     assert all(t in cfg.tags for t in paper.paper_tables_of(dataset, conv, coupling))
     if dataset == "cifar10":
-        # --epochs 4001: the official loop runs epochs 1..4000 of ceil(50,000 / (64 x 2)) steps each,
-        # and warms the learning rate up over 10 x 50,000 images
+        # --epochs 4001: the official loop runs epochs 1..4000 of ceil(50,000 / (64 x 2)) steps each
         steps_per_epoch = math.ceil(50_000 / (cfg.data.batch_size * processes))
         assert (cfg.trainer.max_epochs, cfg.trainer.max_steps) == (-1, (4001 - 1) * steps_per_epoch)
-        assert cfg.optim.warmup_steps == int(10 * 50_000 / (cfg.data.batch_size * processes))
         assert cfg.data.augment is True
     else:  # no epoch limit: trained until stopped
         assert (cfg.trainer.max_epochs, cfg.trainer.max_steps) == (-1, -1)
-        assert (cfg.optim.warmup_epochs, cfg.optim.warmup_steps) == (10, None)
 
 
 def test_configs_cite_the_method_document():
