@@ -17,6 +17,11 @@ import sys
 import _entry  # noqa: E402,F401  (sets up sys.path and PROJECT_ROOT)
 
 
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="full", choices=["full", "smoke", "tiny"])
@@ -24,7 +29,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="a subset of configurations, e.g. cifar10_cinc_quad")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                         help="run every configuration once per seed (default: smoke 0 1; full: each config's own seed)")
-    parser.add_argument("--imagenet-epochs", type=int, default=100,
+    parser.add_argument("--imagenet-epochs", type=int,
                         help="full scale: epochs of the ImageNet rows, which the paper trained until stopped (default 100)")
     parser.add_argument("--device", default="auto", help="device for the timing: auto | cpu | cuda")
     parser.add_argument("--reps", type=int, default=3, help="timing repetitions (median)")
@@ -32,6 +37,7 @@ def main() -> None:
     parser.add_argument("--publish", nargs="?", const="results", metavar="DIR",
                         help="also write the copy without run folders into DIR/<scale>/ (default DIR: results)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. trainer.max_steps=100")
+    parser.error = _fail  # one line, as for the other bad arguments (argparse also prints its usage)
     args = parser.parse_args()
     from cincflow.reproduce.run import experiments, reproduce
 
@@ -42,8 +48,7 @@ def main() -> None:
     except subprocess.CalledProcessError as err:  # train.py has printed its own error line
         sys.exit(f"error: the training runs stopped (exit status {err.returncode}); see the message above")
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(err))
 
 
 if __name__ == "__main__":

@@ -76,20 +76,26 @@ def test_every_published_row_has_a_configuration():
     assert len(experiments("tiny")) == 18 and len(experiments("smoke")) == 6
 
 
-def test_unknown_configuration_is_one_line_exit_2(monkeypatch, capsys):
-    with pytest.raises(ValueError, match="unknown configuration 'cifar10_cinc_triple'"):
-        experiments("smoke", ["cifar10_cinc_triple"])
-    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--scale", "smoke", "--only", "cifar10_cinc_triple"])
+def _cli(monkeypatch, capsys, *argv: str) -> tuple[int, str]:
+    """Run src/reproduce.py in this process; (exit status, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["reproduce.py", *argv])
     with pytest.raises(SystemExit) as info:
         runpy.run_path(str(ROOT / "src" / "reproduce.py"), run_name="__main__")
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: unknown configuration 'cifar10_cinc_triple'") and err.count("\n") == 1
+    return info.value.code, capsys.readouterr().err
+
+
+def test_bad_arguments_are_one_line_exit_2(monkeypatch, capsys):
+    with pytest.raises(ValueError, match="unknown configuration 'cifar10_cinc_triple'"):
+        experiments("smoke", ["cifar10_cinc_triple"])
+    code, err = _cli(monkeypatch, capsys, "--scale", "smoke", "--only", "cifar10_cinc_triple")
+    assert code == 2 and err.startswith("error: unknown configuration 'cifar10_cinc_triple'") and err.count("\n") == 1
     assert all(name in err for name in experiments("smoke"))
-    monkeypatch.setattr(sys, "argv", ["reproduce.py", "--scale", "smoke", "--only", "imagenet64_cinc_quad"])
-    with pytest.raises(SystemExit):
-        runpy.run_path(str(ROOT / "src" / "reproduce.py"), run_name="__main__")
-    assert "at scale full or tiny" in capsys.readouterr().err
+    code, err = _cli(monkeypatch, capsys, "--scale", "smoke", "--only", "imagenet64_cinc_quad")
+    assert code == 2 and "at scale full or tiny" in err
+    code, err = _cli(monkeypatch, capsys, "--scale", "huge")
+    assert code == 2 and err.startswith("error: argument --scale: invalid choice: 'huge'") and err.count("\n") == 1
+    code, err = _cli(monkeypatch, capsys, "--imagenet-epochs", "0")
+    assert (code, err) == (2, "error: --imagenet-epochs must be at least 1, got 0\n")
 
 
 def _record(name: str, bpd: float, seed: int | None = None, seconds: float = 0.5) -> dict:

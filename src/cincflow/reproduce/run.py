@@ -175,12 +175,16 @@ def _absolute(path: str | Path) -> Path:
 def reproduce(scale: str = "full", out: str | Path = DEFAULT_OUT, only: list[str] | None = None,
               device: str = "auto", reps: int = 3, extra_overrides: list[str] | None = None,
               runs: str | Path | None = None, seeds: list[int] | None = None,
-              imagenet_epochs: int = IMAGENET_EPOCHS, publish: str | Path | None = None) -> Path:
+              imagenet_epochs: int | None = None, publish: str | Path | None = None) -> Path:
     """Train (one multirun per set of overrides) and evaluate; with ``runs``, only evaluate the
     finished runs found in that folder (see :func:`run_dirs`). ``seeds`` (default: the scale's)
-    repeats every configuration; ``publish`` also writes the path-free copy into ``<publish>/<scale>/``.
+    repeats every configuration; ``imagenet_epochs`` (default ``IMAGENET_EPOCHS``) is the full-scale
+    length of the rows trained until stopped; ``publish`` also writes the path-free copy into ``<publish>/<scale>/``.
     Returns the path of tables.md."""
     names = experiments(scale, only)
+    imagenet_epochs = IMAGENET_EPOCHS if imagenet_epochs is None else int(imagenet_epochs)
+    if imagenet_epochs < 1:
+        raise ValueError(f"--imagenet-epochs must be at least 1, got {imagenet_epochs}")
     seeds = list(SCALES[scale]["seeds"] or []) if seeds is None else [int(s) for s in seeds]
     out_dir = _absolute(out) / scale
     start, commit = time.time(), _git_commit()  # the code the runs are made with
