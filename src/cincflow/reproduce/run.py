@@ -8,7 +8,7 @@ Scales:
 - ``smoke``: the CIFAR-10 configurations at depth 2, width 48 on ``data=photos`` (CIFAR-shaped,
   offline), 1000 training steps on the CPU, each with seeds 0 and 1 (``seeds``): the tables show the
   mean and standard deviation over the seeds. The ImageNet configurations differ from the CIFAR-10
-  ones only in depth and data, so at this scale they would repeat the same runs and are left out.
+  ones in data and size only, so at this scale they would repeat the same runs and are left out.
 - ``tiny``: every configuration with its own number of levels, depth 1, width 8, 2 steps on
   ``data=photos`` (the test suite: no row can rot).
 
