@@ -38,7 +38,7 @@ bench: $(VENV) ## sampling vs forward speed benchmark (CPU size); writes results
 bench-gpu: $(VENV) ## the same at the paper's size on a CUDA GPU; writes results/benchmark_paper.json
 	$(PY) src/benchmark.py size=paper device=cuda
 
-reproduce: $(VENV) ## the paper's tables: SCALE=full (GPUs, days) or SCALE=smoke (CPU, ~20 min); writes results/<scale>/
+reproduce: $(VENV) ## the paper's 18 rows: SCALE=full (GPUs, weeks) or SCALE=smoke (CPU, ~15 min); writes outputs/reproduce/<scale>/
 	$(PY) src/reproduce.py --scale $(SCALE)
 
 clean: ## remove caches and outputs (keeps .venv)

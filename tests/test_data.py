@@ -1,9 +1,9 @@
 """Tests of the data layer (cincflow.data) on fixture files in the real on-disk formats.
 
-Fixtures are written under pytest's tmp_path: CIFAR-10 python pickles, ImageNet32 npz
-batches (Chrabaszcz) and PNG folders (van den Oord). Digits and photos use the real
-bundled data. Nothing touches the network: the one download test patches torchvision's
-downloader to fail the way it does offline.
+Fixtures are written under pytest's tmp_path: CIFAR-10 python pickles, ImageNet npz batches
+(Chrabaszcz) and PNG folders (van den Oord) at 32x32 and 64x64, and SVHN .mat files. Digits and
+photos use the real bundled data. Nothing touches the network: the download tests patch
+torchvision's downloaders to fail the way they do offline.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import hydra.utils
 import numpy as np
 import pytest
+import scipy.io
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
@@ -29,7 +30,10 @@ from cincflow.data import (
     DigitsDataModule,
     ImageNet32ChrabaszczDataModule,
     ImageNet32OordDataModule,
+    ImageNet64ChrabaszczDataModule,
+    ImageNet64OordDataModule,
     PhotosDataModule,
+    SVHNDataModule,
 )
 from cincflow.data.augment import RandomShiftFlip, shift_image
 from cincflow.data.photos import PHOTO_SPLIT
@@ -42,25 +46,27 @@ NPZ_FILES = [f"train_data_batch_{i}.npz" for i in range(1, 11)] + ["val_data.npz
 # ----------------------------------------------------------------------------- fixtures
 
 
-def random_hwc(rng: np.random.Generator, n: int) -> np.ndarray:
-    """n random RGB images (n, 32, 32, 3), as photos are stored (height, width, channel)."""
-    return rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+def random_hwc(rng: np.random.Generator, n: int, size: int = 32) -> np.ndarray:
+    """n random RGB images (n, size, size, 3), as photos are stored (height, width, channel)."""
+    return rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
 
 
 def planar_rows(hwc: np.ndarray) -> np.ndarray:
-    """CIFAR/ImageNet32 row format, spelt out: the R plane row-major, then G, then B."""
+    """CIFAR/ImageNet row format, spelt out: the R plane row-major, then G, then B."""
     return np.stack([np.concatenate([img[:, :, c].ravel() for c in range(3)]) for img in hwc])
 
 
 def mark(hwc: np.ndarray) -> None:
-    """Known pixels in image 0: R(3,5)=200, G(0,31)=100, B(31,0)=50 (row y, column x)."""
+    """Known pixels in image 0 (row y, column x; S = size): R(3,5)=200, G(0,S-1)=100, B(S-1,0)=50."""
+    last = hwc.shape[1] - 1
     hwc[0, 3, 5, 0] = 200
-    hwc[0, 0, 31, 1] = 100
-    hwc[0, 31, 0, 2] = 50
+    hwc[0, 0, last, 1] = 100
+    hwc[0, last, 0, 2] = 50
 
 
 def check_marks(img: torch.Tensor) -> None:
-    assert img[0, 3, 5] == 200 and img[1, 0, 31] == 100 and img[2, 31, 0] == 50
+    last = img.shape[-1] - 1
+    assert img[0, 3, 5] == 200 and img[1, 0, last] == 100 and img[2, last, 0] == 50
 
 
 def to_chw(hwc: np.ndarray) -> torch.Tensor:
@@ -93,12 +99,13 @@ def write_cifar(root: Path, per_batch: int = 12, n_test: int = 10, seed: int = 0
     return train, test
 
 
-def write_npz_batches(root: Path, sizes=(3, 4, 5, 3, 4, 5, 3, 4, 5, 4), n_val: int = 7, seed: int = 0):
-    """Chrabaszcz et al. npz batches; returns (train, val) images (N, 32, 32, 3)."""
+def write_npz_batches(root: Path, size: int = 32, sizes=(3, 4, 5, 3, 4, 5, 3, 4, 5, 4), n_val: int = 7, seed: int = 0):
+    """Chrabaszcz et al. npz batches of size x size images (rows of 3 size^2); returns (train, val)
+    images (N, size, size, 3)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    train = random_hwc(rng, sum(sizes))
-    val = random_hwc(rng, n_val)
+    train = random_hwc(rng, sum(sizes), size)
+    val = random_hwc(rng, n_val, size)
     mark(train[sizes[0]:])  # first image of train_data_batch_2
     mark(val)
     bounds = np.cumsum((0, *sizes))
@@ -108,16 +115,32 @@ def write_npz_batches(root: Path, sizes=(3, 4, 5, 3, 4, 5, 3, 4, 5, 4), n_val: i
     return train, val
 
 
-def write_png_folders(root: Path, n_train: int = 30, n_valid: int = 6, seed: int = 0):
-    """van den Oord et al. PNG folders; returns (train, valid) images (N, 32, 32, 3) in file-name order."""
+def write_png_folders(root: Path, size: int = 32, n_train: int = 30, n_valid: int = 6, seed: int = 0):
+    """van den Oord et al. PNG folders train_SxS/, valid_SxS/; returns (train, valid) images
+    (N, size, size, 3) in file-name order."""
     rng = np.random.default_rng(seed)
     out = []
-    for folder, n in (("train_32x32", n_train), ("valid_32x32", n_valid)):
+    for folder, n in ((f"train_{size}x{size}", n_train), (f"valid_{size}x{size}", n_valid)):
         (root / folder).mkdir(parents=True)
-        imgs = random_hwc(rng, n)
+        imgs = random_hwc(rng, n, size)
         mark(imgs)
         for i, img in enumerate(imgs):
             Image.fromarray(img, mode="RGB").save(root / folder / f"{i:05d}.png")
+        out.append(imgs)
+    return tuple(out)
+
+
+def write_svhn(root: Path, n_train: int = 14, n_test: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """torchvision's SVHN files {train,test}_32x32.mat: X uint8 [32, 32, 3, N] (row, column, channel,
+    image) and y [N, 1] in 1..10; returns (train, test) images (N, 32, 32, 3)."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, n in (("train_32x32.mat", n_train), ("test_32x32.mat", n_test)):
+        imgs = random_hwc(rng, n)
+        mark(imgs)
+        labels = rng.integers(1, 11, size=(n, 1)).astype(np.uint8)
+        scipy.io.savemat(root / name, {"X": imgs.transpose(1, 2, 3, 0), "y": labels})
         out.append(imgs)
     return tuple(out)
 
@@ -271,13 +294,18 @@ def test_cifar10_corrupt_pickles(tmp_path):
         CIFAR10DataModule(str(tmp_path)).setup("fit")
 
 
-# ----------------------------------------------------------------------------- ImageNet32 (npz)
+# ----------------------------------------------------------------------------- ImageNet (npz)
+
+NPZ_MODULES = {32: ImageNet32ChrabaszczDataModule, 64: ImageNet64ChrabaszczDataModule}
+PNG_MODULES = {32: ImageNet32OordDataModule, 64: ImageNet64OordDataModule}
+SIZES = pytest.mark.parametrize("size", [32, 64])
 
 
-def test_imagenet32_npz_reads_batches_and_caches_once(tmp_path):
-    train, val = write_npz_batches(tmp_path / "in32")
-    dm = ImageNet32ChrabaszczDataModule(str(tmp_path / "in32"), batch_size=4, val_size=5)
-    assert (dm.in_channels, dm.image_size, dm.n_bits) == (3, 32, 8)
+@SIZES
+def test_imagenet_npz_reads_batches_and_caches_once(tmp_path, size):
+    train, val = write_npz_batches(tmp_path / "in", size)
+    dm = NPZ_MODULES[size](str(tmp_path / "in"), batch_size=4, val_size=5)
+    assert (dm.in_channels, dm.image_size, dm.n_bits) == (3, size, 8)
     dm.prepare_data()
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (35, 5, 7)
@@ -287,15 +315,17 @@ def test_imagenet32_npz_reads_batches_and_caches_once(tmp_path):
     check_marks(dm.test_set.images(1)[0])
     check_loaders(dm)
 
-    cache = tmp_path / "in32" / "cache"
-    assert sorted(p.name for p in cache.iterdir()) == ["imagenet32_npz_train.npy", "imagenet32_npz_val.npy"]
+    cache = tmp_path / "in" / "cache"
+    names = [f"imagenet{size}_npz_train.npy", f"imagenet{size}_npz_val.npy"]
+    assert sorted(p.name for p in cache.iterdir()) == names
+    assert np.load(cache / names[0], mmap_mode="r").shape == (40, 3, size, size)
     assert isinstance(dm.train_set.array, np.memmap) and isinstance(dm.test_set.array, np.memmap)
     old = 1_000_000_000
     for p in cache.iterdir():
         os.utime(p, (old, old))
     for name in NPZ_FILES:  # the cache is used as is: the sources are no longer needed
-        (tmp_path / "in32" / name).unlink()
-    again = ImageNet32ChrabaszczDataModule(str(tmp_path / "in32"), batch_size=4, val_size=5)
+        (tmp_path / "in" / name).unlink()
+    again = NPZ_MODULES[size](str(tmp_path / "in"), batch_size=4, val_size=5)
     again.prepare_data()
     again.setup("fit")
     assert all(p.stat().st_mtime == old for p in cache.iterdir())
@@ -303,33 +333,45 @@ def test_imagenet32_npz_reads_batches_and_caches_once(tmp_path):
     assert torch.equal(again.train_images(35), dm.train_images(35))
 
 
-def test_imagenet32_npz_missing_files(tmp_path):
+@SIZES
+def test_imagenet_npz_missing_files(tmp_path, size):
     with pytest.raises(DatasetNotFoundError) as info:
-        ImageNet32ChrabaszczDataModule(str(tmp_path)).setup("fit")
+        NPZ_MODULES[size](str(tmp_path)).setup("fit")
     msg = str(info.value)
     assert all(name in msg for name in NPZ_FILES)
-    assert "Imagenet32_train_npz.zip" in msg and "requires login" in msg
-    write_npz_batches(tmp_path)
+    assert f"ImageNet{size} (Chrabaszcz et al. 2017, {size}x{size})" in msg and "requires login" in msg
+    archives = {32: ["Imagenet32_train_npz.zip", "Imagenet32_val_npz.zip"],
+                64: ["Imagenet64_train_part1_npz.zip", "Imagenet64_train_part2_npz.zip", "Imagenet64_val_npz.zip"]}
+    assert all(name in msg for name in archives[size])
+    write_npz_batches(tmp_path, size)
     (tmp_path / "train_data_batch_7.npz").unlink()
     with pytest.raises(DatasetNotFoundError, match=r"missing: train_data_batch_7\.npz\)"):
-        ImageNet32ChrabaszczDataModule(str(tmp_path)).setup("fit")
+        NPZ_MODULES[size](str(tmp_path)).setup("fit")
 
 
-def test_imagenet32_npz_corrupt_files(tmp_path):
-    write_npz_batches(tmp_path)
+@SIZES
+def test_imagenet_npz_corrupt_files(tmp_path, size):
+    write_npz_batches(tmp_path, size)
     path = tmp_path / "train_data_batch_4.npz"
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 2])  # truncated download
     with pytest.raises(CorruptDataError, match="train_data_batch_4.npz"):
-        ImageNet32ChrabaszczDataModule(str(tmp_path), val_size=5).setup("fit")
+        NPZ_MODULES[size](str(tmp_path), val_size=5).setup("fit")
     np.savez(path, data=np.zeros((3, 1024), np.uint8), labels=np.ones(3))  # wrong shape
-    with pytest.raises(CorruptDataError, match=r"train_data_batch_4.npz.*\(3, 1024\)"):
-        ImageNet32ChrabaszczDataModule(str(tmp_path), val_size=5).setup("fit")
+    with pytest.raises(CorruptDataError, match=rf"train_data_batch_4.npz.*\(3, 1024\).*N x {3 * size * size}"):
+        NPZ_MODULES[size](str(tmp_path), val_size=5).setup("fit")
     with zipfile.ZipFile(path, "w") as zf:  # an archive without 'data'
         zf.writestr("labels.npy", b"")
     with pytest.raises(CorruptDataError, match="train_data_batch_4.npz.*no 'data'"):
-        ImageNet32ChrabaszczDataModule(str(tmp_path), val_size=5).setup("fit")
+        NPZ_MODULES[size](str(tmp_path), val_size=5).setup("fit")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # no partial cache
+
+
+def test_imagenet_npz_of_the_other_resolution_is_refused(tmp_path):
+    """The 32x32 and 64x64 releases share file names: the wrong one is named, not reshaped."""
+    write_npz_batches(tmp_path, 32)
+    with pytest.raises(CorruptDataError, match=r"train_data_batch_1.npz.*\(3, 3072\).*N x 12288"):
+        ImageNet64ChrabaszczDataModule(str(tmp_path), val_size=5).setup("fit")
 
 
 def test_memmapped_dataset_pickles_by_path(tmp_path):
@@ -354,12 +396,14 @@ def test_train_order_same_with_worker_processes(tmp_path):
     assert torch.equal(orders[0], orders[1])
 
 
-# ----------------------------------------------------------------------------- ImageNet32 (PNG)
+# ----------------------------------------------------------------------------- ImageNet (PNG)
 
 
-def test_imagenet32_png_reads_folders_and_caches_once(tmp_path):
-    train, valid = write_png_folders(tmp_path)
-    dm = ImageNet32OordDataModule(str(tmp_path), batch_size=4, val_size=6, cache_dir=str(tmp_path / "c"))
+@SIZES
+def test_imagenet_png_reads_folders_and_caches_once(tmp_path, size):
+    train, valid = write_png_folders(tmp_path, size)
+    dm = PNG_MODULES[size](str(tmp_path), batch_size=4, val_size=6, cache_dir=str(tmp_path / "c"))
+    assert (dm.in_channels, dm.image_size, dm.n_bits) == (3, size, 8)
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (24, 6, 6)
     assert torch.equal(all_train_val(dm), to_chw(train))
@@ -367,48 +411,116 @@ def test_imagenet32_png_reads_folders_and_caches_once(tmp_path):
     check_marks(all_train_val(dm)[0])
     check_loaders(dm)
     caches = sorted((tmp_path / "c").iterdir())
-    assert [p.name for p in caches] == ["train_32x32.npy", "valid_32x32.npy"]
+    assert [p.name for p in caches] == [f"train_{size}x{size}.npy", f"valid_{size}x{size}.npy"]
     assert isinstance(dm.train_set.array, np.memmap)
     stamps = [p.stat().st_mtime_ns for p in caches]
-    ImageNet32OordDataModule(str(tmp_path), val_size=6, cache_dir=str(tmp_path / "c")).setup("fit")
+    PNG_MODULES[size](str(tmp_path), val_size=6, cache_dir=str(tmp_path / "c")).setup("fit")
     assert [p.stat().st_mtime_ns for p in caches] == stamps
 
 
-def test_imagenet32_png_default_cache_location(tmp_path):
-    write_png_folders(tmp_path, n_train=5, n_valid=2)
-    ImageNet32OordDataModule(str(tmp_path), val_size=1).prepare_data()
-    assert (tmp_path / "cache" / "train_32x32.npy").is_file()
-    assert np.load(tmp_path / "cache" / "valid_32x32.npy").shape == (2, 3, 32, 32)
+@SIZES
+def test_imagenet_png_default_cache_location(tmp_path, size):
+    write_png_folders(tmp_path, size, n_train=5, n_valid=2)
+    PNG_MODULES[size](str(tmp_path), val_size=1).prepare_data()
+    assert (tmp_path / "cache" / f"train_{size}x{size}.npy").is_file()
+    assert np.load(tmp_path / "cache" / f"valid_{size}x{size}.npy").shape == (2, 3, size, size)
 
 
+@SIZES
 @pytest.mark.parametrize("state", ["missing", "empty"])
-def test_imagenet32_png_missing_folder(tmp_path, state):
+def test_imagenet_png_missing_folder(tmp_path, state, size):
     if state == "empty":
-        (tmp_path / "train_32x32").mkdir()
+        (tmp_path / f"train_{size}x{size}").mkdir()
     with pytest.raises(DatasetNotFoundError) as info:
-        ImageNet32OordDataModule(str(tmp_path)).setup("fit")
+        PNG_MODULES[size](str(tmp_path)).setup("fit")
     msg = str(info.value)
-    assert "train_32x32.tar" in msg and "valid_32x32.tar" in msg
-    assert f"download and extract so that {tmp_path}/train_32x32/*.png exists" in msg
+    assert f"Downsampled ImageNet {size}x{size} (van den Oord et al. 2016)" in msg
+    assert f"train_{size}x{size}.tar" in msg and f"valid_{size}x{size}.tar" in msg
+    assert f"download and extract so that {tmp_path}/train_{size}x{size}/*.png exists" in msg
 
 
+@SIZES
 @pytest.mark.parametrize("problem", ["size", "grey", "rgba", "truncated", "not_png"])
-def test_imagenet32_png_bad_files(tmp_path, problem):
-    write_png_folders(tmp_path, n_train=5, n_valid=2)
-    bad = tmp_path / "train_32x32" / "00003.png"
+def test_imagenet_png_bad_files(tmp_path, problem, size):
+    write_png_folders(tmp_path, size, n_train=5, n_valid=2)
+    bad = tmp_path / f"train_{size}x{size}" / "00003.png"
+    other = 96 - size  # the other release: 64 for 32 and 32 for 64
     if problem == "size":
-        Image.new("RGB", (64, 64)).save(bad)
+        Image.new("RGB", (other, other)).save(bad)
     elif problem == "grey":
-        Image.new("L", (32, 32)).save(bad)
+        Image.new("L", (size, size)).save(bad)
     elif problem == "rgba":
-        Image.new("RGBA", (32, 32)).save(bad)
+        Image.new("RGBA", (size, size)).save(bad)
     elif problem == "truncated":
         bad.write_bytes(bad.read_bytes()[:200])
     else:
         bad.write_bytes(b"<html>404 not found</html>")
-    with pytest.raises(CorruptDataError, match="00003.png"):
-        ImageNet32OordDataModule(str(tmp_path), val_size=1).setup("fit")
+    with pytest.raises(CorruptDataError, match="00003.png") as info:
+        PNG_MODULES[size](str(tmp_path), val_size=1).setup("fit")
+    if problem == "size":
+        assert f"expected a {size}x{size} RGB PNG" in str(info.value) and f"got {other}x{other}" in str(info.value)
     assert not any((tmp_path / "cache").iterdir())  # the temp file was removed
+
+
+# ----------------------------------------------------------------------------- SVHN
+
+
+def test_svhn_reads_mat_files(tmp_path, monkeypatch):
+    import torchvision.datasets.svhn
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the files are there: nothing may be downloaded")
+
+    monkeypatch.setattr(torchvision.datasets.svhn, "download_url", no_download)
+    train, test = write_svhn(tmp_path)
+    dm = SVHNDataModule(str(tmp_path), batch_size=4, val_size=4)
+    assert (dm.in_channels, dm.image_size, dm.n_bits) == (3, 32, 8)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (10, 4, 6)
+    assert torch.equal(all_train_val(dm), to_chw(train))
+    assert torch.equal(cat_batches(dm.test_dataloader()), to_chw(test))
+    check_marks(all_train_val(dm)[0])
+    check_marks(dm.test_set.images(1)[0])
+    check_loaders(dm)
+    assert torch.equal(dm.train_images(3), to_chw(train)[dm.train_set.indices[:3]])  # no augmentation
+
+
+def test_svhn_failed_download_gives_one_clear_error(tmp_path, monkeypatch):
+    import torchvision.datasets.svhn
+
+    calls = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets.svhn, "download_url", offline)
+    write_svhn(tmp_path)
+    (tmp_path / "test_32x32.mat").unlink()
+    with pytest.raises(DatasetNotFoundError) as info:
+        SVHNDataModule(str(tmp_path)).setup("fit")
+    assert calls == ["http://ufldl.stanford.edu/housenumbers/test_32x32.mat"]  # only the missing file
+    msg = str(info.value)
+    assert "missing: test_32x32.mat" in msg and "name resolution" in msg and str(tmp_path) in msg
+    assert isinstance(info.value.__cause__, urllib.error.URLError)
+    with pytest.raises(DatasetNotFoundError, match="download=False"):
+        SVHNDataModule(str(tmp_path / "nowhere"), download=False).setup("fit")
+    assert len(calls) == 1
+
+
+def test_svhn_corrupt_files(tmp_path):
+    write_svhn(tmp_path)
+    path = tmp_path / "train_32x32.mat"
+    path.write_bytes(path.read_bytes()[:3000])  # truncated
+    with pytest.raises(CorruptDataError, match="train_32x32.mat"):
+        SVHNDataModule(str(tmp_path), val_size=2).setup("fit")
+    scipy.io.savemat(path, {"X": np.zeros((28, 28, 1, 5), np.uint8), "y": np.ones((5, 1))})  # wrong shape
+    with pytest.raises(CorruptDataError, match=r"train_32x32.mat.*\(28, 28, 1, 5\)"):
+        SVHNDataModule(str(tmp_path), val_size=2).setup("fit")
+    scipy.io.savemat(path, {"y": np.ones((5, 1))})
+    with pytest.raises(CorruptDataError, match="train_32x32.mat.*no 'X'"):
+        SVHNDataModule(str(tmp_path), val_size=2).setup("fit")
 
 
 # ----------------------------------------------------------------------------- digits
