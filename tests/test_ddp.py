@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
-from cincflow.training.run import train
+from cincflow.jobs import train
 
 
 class RankDump(Callback):

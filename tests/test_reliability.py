@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from cincflow.training.run import train
+from cincflow.jobs import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["experiment=quickstart", "debug=smoke", "logger=none", "trainer.enable_progress_bar=false"]

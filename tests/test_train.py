@@ -15,7 +15,7 @@ from lightning.pytorch import Callback
 from cincflow.layers.actnorm import ActNorm
 from cincflow.layers.causal import check_inverse_mode
 from cincflow.training import FlowLitModule
-from cincflow.training.run import train
+from cincflow.jobs import train
 
 # a few optimiser steps of a tiny model; validation and test on one batch each
 TINY = [

@@ -26,6 +26,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, CheckpointWriteError
+from ..paths import resolve_path
 
 
 def _write_failure(path: Path, err: BaseException) -> CheckpointWriteError:
@@ -92,8 +93,6 @@ def find_last_checkpoint(log_dir: str | os.PathLike, task_name: str | None = Non
 
 def resolve_ckpt_path(value: Any, cfg: Any, same_task: bool) -> Path:
     """``ckpt_path`` as an existing file: a path (relative to the current directory) or ``last``."""
-    from .run import resolve_path
-
     if str(value) == "last" and cfg is not None:
         log_dir = Path(cfg.paths.log_dir)
         task = str(cfg.get("task_name")) if same_task else None

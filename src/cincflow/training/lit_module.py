@@ -33,7 +33,7 @@ from torchmetrics import MeanMetric, MinMetric
 
 from ..errors import ConfigError, NonFiniteTrainingError
 from ..layers.actnorm import ActNorm
-from ..preprocess import preprocess
+from ..preprocess import dequantized
 from .ema import EMA
 
 OPTIMIZERS = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -67,13 +67,6 @@ def build_model(model: Mapping[str, Any]) -> nn.Module:
 
 def actnorm_layers(module: nn.Module) -> list[ActNorm]:
     return [m for m in module.modules() if isinstance(m, ActNorm)]
-
-
-def fixed_noise(latent_shapes: list[tuple[int, ...]], n: int, seed: int) -> list[torch.Tensor]:
-    """Standard-normal latents [n, *shape] from a private generator: identical for the same
-    (shapes, n, seed) on every call, every epoch, every rank and after a resume."""
-    gen = torch.Generator().manual_seed(int(seed))
-    return [torch.randn((n, *shape), generator=gen) for shape in latent_shapes]
 
 
 class FlowLitModule(LightningModule):
@@ -140,15 +133,12 @@ class FlowLitModule(LightningModule):
     def initialize_actnorm(self, images: torch.Tensor) -> None:
         """Data-dependent ActNorm init: one forward pass of the flow on ``images`` (uint8), with a
         seeded dequantisation, then (under DDP) broadcast of every tensor from rank 0."""
-        gen = torch.Generator().manual_seed(int(self.hparams.actnorm_init_seed))
-        dtype = next(self.model.parameters()).dtype
-        x = preprocess(images, self.n_bits, dequantize=False, dtype=dtype)
-        x = x + torch.rand(x.shape, generator=gen, dtype=dtype) / 2**self.n_bits
+        x = dequantized(images, self.n_bits, int(self.hparams.actnorm_init_seed), like=next(self.model.parameters()))
         for a in actnorm_layers(self.model):
             a.initialized.fill_(False)
         was_training = self.model.training
         self.model.train()
-        self.model.log_prob(x.to(self.device))
+        self.model.log_prob(x)
         self.model.train(was_training)
         self._broadcast_from_rank0(self.model)
         if self.ema is not None:
@@ -329,22 +319,3 @@ class FlowLitModule(LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
-
-    # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample_fixed(self, n: int, temperature: float, seed: int = 0) -> torch.Tensor:
-        """n model-space samples of :attr:`eval_model` from the fixed noise of ``seed``."""
-        model = self.eval_model
-        noise = [z.to(self.device, next(model.parameters()).dtype) for z in fixed_noise(model.latent_shapes(), n, seed)]
-        return model.sample(n, temperature=temperature, noise=noise)
-
-    @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """x -> z -> x with :attr:`eval_model`; returns (model-space input, reconstruction)."""
-        model = self.eval_model
-        gen = torch.Generator().manual_seed(int(seed))
-        dtype = next(model.parameters()).dtype
-        x = preprocess(images.cpu(), self.n_bits, dequantize=False, dtype=dtype)
-        x = (x + torch.rand(x.shape, generator=gen, dtype=dtype) / 2**self.n_bits).to(self.device)
-        zs, _ = model.encode(x)
-        return x, model.decode(zs)
