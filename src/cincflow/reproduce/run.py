@@ -100,7 +100,7 @@ def launch(names: list[str], overrides: list[str], sweep_dir: Path) -> None:
 def evaluate(run_dir: Path, name: str, device: torch.device, reps: int) -> dict:
     """Test bits/dim (from the run's test of its best checkpoint), validation curve, and the time to
     sample 100 images and to evaluate 100 images, with the benchmark's timing (warm-up, median)."""
-    from ..training.run import load_module
+    from ..training.loading import load_module
 
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
