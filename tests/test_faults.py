@@ -162,7 +162,7 @@ def test_unwritable_output_folder_is_a_clear_error(compose_cfg, tmp_path):
 # ---------------------------------------------------------------------------- SIGKILL + resume
 KILL_ARGS = ["experiment=quickstart", "debug=smoke", "logger=none", "trainer.enable_progress_bar=false",
              "task_name=killtest", "trainer.limit_train_batches=4", "samples.n=0", "test=false",
-             "ema_decay=0.9", "optim.warmup_steps=3", "optim.lr=3e-3"]
+             "ema_decay=0.9", "scheduler.warmup_steps=3", "optimizer.lr=3e-3"]
 
 
 def _last_epoch(path: Path) -> int:
@@ -268,7 +268,7 @@ def test_same_seed_same_bits_per_dim(compose_cfg, tmp_path):
 def test_long_run_at_high_lr_keeps_every_cinc_layer_invertible(compose_cfg, tmp_path):
     from cincflow.layers.causal_weight import CausalWeight
 
-    cfg = compose_cfg("train", [*TINY, "model.depth=2", "model.width=16", "optim.lr=1e-2", "optim.warmup_steps=10",
+    cfg = compose_cfg("train", [*TINY, "model.depth=2", "model.width=16", "optimizer.lr=1e-2", "scheduler.warmup_steps=10",
                                 "trainer.limit_train_batches=null", "trainer.max_epochs=14", "samples.n=0",
                                 "trainer.limit_val_batches=2", "max_bad_steps=1"], tmp_path)
     log = StepLog()

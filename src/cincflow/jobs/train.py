@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from omegaconf import DictConfig
 from torchvision.utils import save_image
@@ -19,7 +20,7 @@ from ..training.callbacks import update_metrics_json
 from ..training.checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
 from ..training.data_order import ResumableShuffle
 from ..training.lit_module import FlowLitModule
-from ..training.loading import load_module
+from ..training.loading import build_model, load_module
 from ..training.loggers import finish_wandb, instantiate_loggers
 from ..viz import sample_grid
 from .common import fill_model_from_data, instantiate_callbacks, instantiate_data, instantiate_trainer, plain, say, torch_threads
@@ -77,14 +78,16 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         wandb_id = ckpt.get("wandb_run_id")
 
     module = FlowLitModule(
-        model=plain(cfg.model),
-        optim=plain(cfg.optim),
-        ema_decay=cfg.get("ema_decay"),
-        actnorm_init_images=int(cfg.get("actnorm_init_images", 512)),
+        build_model(cfg.model),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        ema_decay=cfg.ema_decay,
+        actnorm_init_images=int(cfg.actnorm_init_images),
+        max_bad_steps=cfg.max_bad_steps,
         actnorm_init_seed=int(cfg.get("seed") or 0),
-        data=plain(cfg.data),
-        max_bad_steps=int(cfg.get("max_bad_steps") or 0),
         noise_seed=int(cfg.seed) if cfg.get("seed") is not None else None,
+        data=plain(cfg.data),
+        model_config=plain(cfg.model),
     )
     if ckpt is not None:
         check_state_dict(module, ckpt, ckpt_path)  # a different architecture: which keys/shapes differ
@@ -92,18 +95,19 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
     callbacks.append(ResumableShuffle())  # training data order = f(data.seed, epoch): same after a resume
     loggers = instantiate_loggers(cfg.get("logger"), wandb_resume_id=wandb_id)
-    plugins = [AtomicCheckpointIO()] if cfg.get("atomic_checkpoints", True) else None
+    plugins = [AtomicCheckpointIO()] if cfg.atomic_checkpoints else None
     trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     batch = per_process_batch(cfg, trainer, datamodule)
 
-    counts = module.model.parameter_counts()
+    model = module.model
+    counts = model.parameter_counts()
     hparams = {**plain(cfg), "parameters": counts, "effective_batch_size": batch * trainer.world_size}
     for lg in loggers:
         lg.log_hyperparams(hparams)
     say(
-        f"Glow conv={cfg.model.conv} coupling={cfg.model.coupling} L={cfg.model.levels} K={cfg.model.depth} "
+        f"Glow conv={model.conv} coupling={model.coupling} L={cfg.model.levels} K={cfg.model.depth} "
         f"width={cfg.model.width}: {counts['total']:,} parameters | data {type(datamodule).__name__} "
-        f"{cfg.model.in_channels}x{cfg.model.image_size}x{cfg.model.image_size}, {cfg.model.n_bits} bits | "
+        f"{model.in_channels}x{model.image_size}x{model.image_size}, {model.n_bits} bits | "
         f"batch {batch} per process x {trainer.world_size} process(es) = {batch * trainer.world_size} | "
         f"output {output_dir}"
     )
@@ -113,14 +117,14 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     metrics_path = output_dir / "metrics.json"
     result: dict[str, Any] = {}
     try:
-        if cfg.get("train", True):
+        if cfg.train:
             trainer.fit(
                 module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False
             )
         best, last = checkpoint_paths(trainer)
-        if not cfg.get("train", True) and ckpt_path:  # train=false ckpt_path=...: test that checkpoint
+        if not cfg.train and ckpt_path:  # train=false ckpt_path=...: test that checkpoint
             best = str(ckpt_path)
-        if cfg.get("test", True):
+        if cfg.test:
             if best:
                 trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=False)
             else:
@@ -160,8 +164,8 @@ def _finish(cfg, trainer, module, best, last, metrics_path, seconds) -> dict[str
             "global_step": max(trainer.global_step, int(before.get("global_step", 0))),
             "epoch": max(trainer.current_epoch, int(before.get("epoch", 0))),
             "train_seconds": round(seconds, 1),
-            "conv": cfg.model.conv,
-            "coupling": cfg.model.coupling,
+            "conv": module.model.conv,
+            "coupling": module.model.coupling,
         },
     )
     lines = ["", f"Done in {seconds / 60:.1f} min, {record['global_step']} steps."]

@@ -141,7 +141,11 @@ def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str
 
 
 def _arch(hparams: Mapping[str, Any] | None) -> str:
-    model = dict((hparams or {}).get("model") or {})
+    """The architecture settings of a module's (or checkpoint's) hyper-parameters, for messages."""
+    hparams = hparams or {}
+    model = dict(hparams.get("model_config") or hparams.get("model") or {})  # format 2 or 1 (loading.py)
+    if isinstance(model.get("conv"), Mapping):  # a conv factory config: its name is the target's
+        model["conv"] = str(model["conv"].get("_target_", "?")).rsplit(".", 1)[-1]
     keys = ("conv", "coupling", "levels", "depth", "width", "in_channels", "image_size")
     return " ".join(f"{k}={model[k]}" for k in keys if k in model) or "unknown"
 
