@@ -22,10 +22,10 @@ def test_every_experiment_config_has_the_paper_settings(name):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment=paper/{name}"])
     depth, datamodule, devices = SETTINGS[dataset]
-    assert (cfg.model.conv, cfg.model.coupling) == (conv, coupling)
+    assert (cfg.model.conv._target_, cfg.model.coupling) == (f"cincflow.layers.step.{conv}", coupling)
     assert (cfg.model.levels, cfg.model.depth, cfg.model.width, cfg.model.learn_top) == (3, depth, 512, True)
     assert cfg.data._target_.endswith(datamodule)
-    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.warmup_epochs) == ("adamax", 1e-3, 10)
+    assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.scheduler.warmup_epochs) == ("torch.optim.Adamax", 1e-3, 10)
     assert cfg.data.batch_size == 64 and cfg.trainer.devices == devices and cfg.ema_decay
     assert all(t in cfg.tags for t in paper.paper_tables_of(dataset, conv, coupling))
     if dataset == "cifar10":
