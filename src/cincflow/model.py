@@ -21,6 +21,26 @@ from .params import count_parameters
 from .preprocess import bits_per_dim, preprocess
 
 
+IMAGE_KEYS = ("in_channels", "image_size")
+
+
+def image_dims(source) -> dict[str, int | None]:
+    """``in_channels`` and ``image_size`` of an image batch [B, C, S, S] (size None when the batch is
+    not 4-d or not square), or of anything with those attributes (model, DataModule, model config)."""
+    if isinstance(source, torch.Tensor):
+        square = source.dim() == 4 and source.shape[2] == source.shape[3]
+        return {"in_channels": int(source.shape[1]) if source.dim() == 4 else None,
+                "image_size": int(source.shape[2]) if square else None}
+    return {key: int(getattr(source, key)) for key in IMAGE_KEYS}
+
+
+def dims_mismatch(expected, found) -> list[str]:
+    """The keys of :data:`IMAGE_KEYS` in which ``found`` (images, DataModule, ...) does not fit
+    ``expected`` (a model or its config): the one check that images fit a model."""
+    want, have = image_dims(expected), image_dims(found)
+    return [key for key in IMAGE_KEYS if want[key] != have[key]]
+
+
 class Glow(nn.Module):
     def __init__(
         self,
@@ -82,8 +102,8 @@ class Glow(nn.Module):
         return mean, log_std
 
     def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+        if dims_mismatch(self, x):
+            expected = (self.in_channels, self.image_size, self.image_size)
             raise ValueError(
                 f"the model expects images of shape [B, {expected[0]}, {expected[1]}, {expected[2]}], "
                 f"got {list(x.shape)}: check the data's channels and size against the model config"

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import ConfigError
+from ..model import dims_mismatch
 from ..training.checkpoints import resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
 
@@ -54,14 +55,15 @@ def fill_model_from_data(model_cfg: DictConfig, datamodule: LightningDataModule)
             data_value = getattr(datamodule, key, None)
             if data_value is None:
                 raise AttributeError(f"{type(datamodule).__name__} has no attribute {key!r} (DataModule contract)")
-            value = model_cfg.get(key)
-            if value is None:
+            if model_cfg.get(key) is None:
                 model_cfg[key] = int(data_value)
-            elif key != "n_bits" and int(value) != int(data_value):
-                raise ConfigError(
-                    f"model.{key}={value} but the data ({type(datamodule).__name__}) has {key}={data_value}; "
-                    f"leave model.{key}=null to take it from the data"
-                )
+    mismatch = dims_mismatch(model_cfg, datamodule)
+    if mismatch:
+        key = mismatch[0]
+        raise ConfigError(
+            f"model.{key}={model_cfg[key]} but the data ({type(datamodule).__name__}) has {key}={getattr(datamodule, key)}; "
+            f"leave model.{key}=null to take it from the data"
+        )
 
 
 def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Callback]:
@@ -120,10 +122,11 @@ def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModul
     if cfg.get("batch_size"):
         data_cfg["batch_size"] = int(cfg.batch_size)
     dm = instantiate_data(data_cfg)
-    for key in ("in_channels", "image_size"):
-        if int(getattr(dm, key)) != int(getattr(module.model, key)):
-            raise ConfigError(
-                f"data {key}={getattr(dm, key)} ({type(dm).__name__}) does not match the checkpoint's model "
-                f"({key}={getattr(module.model, key)}): choose the data it was trained on with data=<name> or leave data unset"
-            )
+    mismatch = dims_mismatch(module.model, dm)
+    if mismatch:
+        key = mismatch[0]
+        raise ConfigError(
+            f"data {key}={getattr(dm, key)} ({type(dm).__name__}) does not match the checkpoint's model "
+            f"({key}={getattr(module.model, key)}): choose the data it was trained on with data=<name> or leave data unset"
+        )
     return dm

@@ -36,6 +36,7 @@ from torchmetrics import MeanMetric, MinMetric
 
 from ..errors import ConfigError, NonFiniteTrainingError
 from ..layers.actnorm import ActNorm
+from ..model import dims_mismatch
 from ..preprocess import dequantized
 from .ema import EMA
 
@@ -164,7 +165,7 @@ class FlowLitModule(LightningModule):
         """A clear error when the data's images do not fit the model (channels, size, dtype)."""
         m = self.model
         expected = (int(m.in_channels), int(m.image_size), int(m.image_size))
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected or images.dtype != torch.uint8:
+        if dims_mismatch(m, images) or images.dtype != torch.uint8:
             got = "x".join(map(str, images.shape[1:])) if images.ndim == 4 else str(list(images.shape))
             raise ConfigError(
                 f"the {what} are {images.dtype} {got} but the model expects uint8 "
