@@ -193,6 +193,12 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
         (["trainer.accelerator=mps"], ("invalid trainer configuration", "trainer.accelerator=mps", "trainer=cpu")),
     ]
     cases = [("train", [*TINY, *args, run(i)]) for i, (args, _) in enumerate(train_cases)]
+    # the paper's default command without CIFAR-10: the data is checked before the 114 M-parameter
+    # model is built or a W&B run starts, and the error names the offline alternatives
+    no_data = ("train", ["coupling=quad", "conv=cinc", f"paths.data_dir={d / 'missing'}", "data.download=false",
+                         "trainer.enable_progress_bar=false", run(99)])
+    cases.append(no_data)
+    train_cases.append((no_data[1], ("CIFAR-10 not found", "experiment=quickstart", "data=photos")))
     other = [
         (("eval", [run(100)]), ("src/eval.py needs a checkpoint", "ckpt_path=")),
         (("sample", [run(101)]), ("src/sample.py needs a checkpoint", "ckpt_path=")),
@@ -217,6 +223,9 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
     assert len(results) == len(cases)
     for (script, args), fragments, result in zip(cases, expectations, results):
         assert_one_line_error(result, *fragments)
+    started = results[cases.index(no_data)]
+    assert "parameters" not in started["stdout"] and "W&B" not in started["stdout"], started["stdout"]
+    assert not (d / "runs" / "99" / "wandb").exists()
     # nothing already written was overwritten: the checkpoint we resumed from is byte-identical
     assert tiny_checkpoint.read_bytes() == ckpt_before
 

@@ -15,10 +15,12 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..errors import ConfigError
+from ..data.errors import DatasetNotFoundError
+from ..errors import ConfigError, one_line
 from ..model import dims_mismatch
 from ..training.checkpoints import resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
+from .quiet import silence_lightning_noise
 
 DATA_KEYS = ("in_channels", "image_size", "n_bits")
 
@@ -84,9 +86,26 @@ def instantiate_data(data_cfg: Any) -> LightningDataModule:
         raise
 
 
+OFFLINE_DATA = ("train offline instead with experiment=quickstart (8x8 digits, a CPU, minutes) or data=photos "
+                "(32x32 photo patches, CIFAR-10-shaped)")
+
+
+def check_data_first(datamodule: LightningDataModule) -> None:
+    """Make sure the data is there (``prepare_data``: on global rank 0, downloading where the
+    DataModule may) before anything is built or started; a missing dataset's one-line error then
+    also names the offline alternatives."""
+    if rank_zero_only.rank != 0:
+        return  # the other processes find the files rank 0 made sure of (Lightning's barrier)
+    try:
+        datamodule.prepare_data()
+    except DatasetNotFoundError as err:
+        raise DatasetNotFoundError(f"{one_line(err)} Or {OFFLINE_DATA}.") from err
+
+
 def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
     """The Trainer of the ``trainer`` config; an impossible setting (e.g. GPUs on a machine without
     any) becomes a one-line :class:`ConfigError`."""
+    silence_lightning_noise()
     try:
         return instantiate(trainer_cfg, **kwargs)
     except Exception as err:

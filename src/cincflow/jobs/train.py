@@ -23,7 +23,7 @@ from ..training.lit_module import FlowLitModule
 from ..training.loading import build_model, load_module
 from ..training.loggers import finish_wandb, instantiate_loggers
 from ..viz import sample_grid
-from .common import fill_model_from_data, instantiate_callbacks, instantiate_data, instantiate_trainer, plain, say, torch_threads
+from .common import check_data_first, fill_model_from_data, instantiate_callbacks, instantiate_data, instantiate_trainer, plain, say, torch_threads
 
 
 def per_process_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDataModule) -> int:
@@ -67,6 +67,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     ensure_writable_dir(output_dir)
 
     datamodule: LightningDataModule = instantiate_data(cfg.data)
+    check_data_first(datamodule)  # before the model is built or a logger starts
     fill_model_from_data(cfg.model, datamodule)
 
     ckpt_path = cfg.get("ckpt_path")
