@@ -105,6 +105,7 @@ def format_1(ckpt: dict) -> dict:
 
 
 def test_a_checkpoint_of_the_previous_format_loads_and_resumes(tiny_checkpoint, compose_cfg, tmp_path):
+    from cincflow.errors import CheckpointError
     from cincflow.training.loading import load_module
 
     ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
@@ -119,6 +120,11 @@ def test_a_checkpoint_of_the_previous_format_loads_and_resumes(tiny_checkpoint, 
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
     torch.testing.assert_close(old.eval_model.bits_per_dim(images, dequantize=False),
                                new.eval_model.bits_per_dim(images, dequantize=False), rtol=0, atol=0)
+    older = format_1(ckpt)
+    del older["hyper_parameters"]["max_bad_steps"]  # an argument this version requires
+    torch.save(older, tmp_path / "older.ckpt")
+    with pytest.raises(CheckpointError, match=r"older.ckpt has hyper-parameters this version does not take .*max_bad_steps"):
+        load_module(tmp_path / "older.ckpt", device="cpu")
     result = train(compose_cfg("train", [*TINY, "test=false", "samples.n=0", "trainer.max_epochs=2",
                                          f"ckpt_path={old_path}"], tmp_path / "resumed"))
     assert result["global_step"] == 6  # 3 steps restored + 3 more

@@ -72,7 +72,13 @@ def load_module(ckpt_path: str | os.PathLike, use_ema: bool = True, device: str 
             f"ckpt_path={path} stores model settings this version cannot build ({one_line(err)}): load its "
             f"state_dict into a model built with matching settings, or train it again"
         ) from err
-    module = FlowLitModule(model, **args)
+    try:
+        module = FlowLitModule(model, **args)
+    except TypeError as err:  # hyper-parameters of a version this one does not know
+        raise CheckpointError(
+            f"ckpt_path={path} has hyper-parameters this version does not take ({err}): load its state_dict into "
+            f"a FlowLitModule built with matching settings, or train it again"
+        ) from err
     check_state_dict(module, ckpt, path)
     module.load_state_dict(ckpt["state_dict"])
     module.on_load_checkpoint(ckpt)
