@@ -20,7 +20,6 @@ from ..errors import ConfigError, one_line
 from ..model import dims_mismatch
 from ..training.checkpoints import resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
-from .quiet import silence_lightning_noise
 
 DATA_KEYS = ("in_channels", "image_size", "n_bits")
 
@@ -105,7 +104,6 @@ def check_data_first(datamodule: LightningDataModule) -> None:
 def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
     """The Trainer of the ``trainer`` config; an impossible setting (e.g. GPUs on a machine without
     any) becomes a one-line :class:`ConfigError`."""
-    silence_lightning_noise()
     try:
         return instantiate(trainer_cfg, **kwargs)
     except Exception as err:
