@@ -15,7 +15,7 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     from cincflow.errors import report_errors
-    from cincflow.training.run import evaluate
+    from cincflow.jobs import evaluate
 
     report_errors(evaluate, cfg)  # known errors: one line `error: ...` on stderr, exit 2 (3: runtime fault)
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
     from cincflow.errors import report_errors
-    from cincflow.training.run import sample
+    from cincflow.jobs import sample
 
     report_errors(sample, cfg)  # known errors: one line `error: ...` on stderr, exit 2 (3: runtime fault)
 

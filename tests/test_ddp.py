@@ -1,4 +1,4 @@
-"""trainer=ddp_sim: two CPU processes (gloo, ddp_spawn) train two steps on the real configs; the
+"""trainer=ddp_sim debug=smoke: two CPU processes (gloo, ddp_spawn) train two steps on the real configs; the
 ActNorm initialisation and every weight end identical on both ranks, the per-process batch is
 global_batch_size / 2."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
-from cincflow.training.run import train
+from cincflow.jobs import train
 
 
 class RankDump(Callback):
@@ -48,10 +48,10 @@ def test_ddp_sim_two_processes_identical_weights(compose_cfg, tmp_path):
     cfg = compose_cfg(
         "train",
         [
-            "experiment=quickstart", "trainer=ddp_sim", "logger=none", "model.depth=1", "model.width=8",
-            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-            "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "actnorm_init_images=64",
-            "global_batch_size=32", "samples.n=4", "callbacks.samples.n_reconstructions=4", "test=false",
+            # the README's command (python src/train.py trainer=ddp_sim experiment=quickstart debug=smoke):
+            # debug=smoke (depth 1, width 8, 1 epoch, 1 val batch, no sanity check) keeps the 2 processes
+            "trainer=ddp_sim", "experiment=quickstart", "debug=smoke", "logger=none", "trainer.limit_train_batches=2",
+            "trainer.enable_progress_bar=false", "global_batch_size=32", "test=false",
         ],
         tmp_path / "run",
     )

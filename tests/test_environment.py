@@ -27,7 +27,23 @@ def test_environment_yml_matches_pyproject_pins():
     assert "-e ." in pip_section
     assert _pins(pip_section) == pyproject
     assert "python=3.11" in env["dependencies"]
-    assert pyproject["torch"] == "2.14.1" and pyproject["torchvision"] == "0.29.1"
+
+
+def test_the_environment_has_the_pinned_versions():
+    """What the tests run in is what pyproject.toml / environment.yml promise (a stale or hand-made
+    environment is named, package by package)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wrong = {}
+    for name, pin in _pins(project["dependencies"] + project["optional-dependencies"]["dev"]).items():
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = "not installed"
+        if installed.split("+")[0] != pin:  # local build tags (e.g. +cpu, +cu124) are the same release
+            wrong[name] = f"{installed} (pinned {pin})"
+    assert not wrong, f"reinstall the pinned environment (make install): {wrong}"
 
 
 def test_every_dependency_is_pinned_exactly():

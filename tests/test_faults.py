@@ -28,8 +28,8 @@ from lightning.pytorch import Callback
 
 from cincflow.errors import CheckpointWriteError, ConfigError, NonFiniteTrainingError
 from cincflow.training import FlowLitModule
-from cincflow.training.run import sample as sample_job
-from cincflow.training.run import train
+from cincflow.jobs import sample as sample_job
+from cincflow.jobs import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["experiment=quickstart", "debug=smoke", "logger=none", "trainer.enable_progress_bar=false"]
@@ -162,7 +162,7 @@ def test_unwritable_output_folder_is_a_clear_error(compose_cfg, tmp_path):
 # ---------------------------------------------------------------------------- SIGKILL + resume
 KILL_ARGS = ["experiment=quickstart", "debug=smoke", "logger=none", "trainer.enable_progress_bar=false",
              "task_name=killtest", "trainer.limit_train_batches=4", "samples.n=0", "test=false",
-             "ema_decay=0.9", "optim.warmup_steps=3", "optim.lr=3e-3"]
+             "ema_decay=0.9", "scheduler.warmup_steps=3", "optimizer.lr=3e-3"]
 
 
 def _last_epoch(path: Path) -> int:
@@ -230,9 +230,9 @@ def test_validation_logs_numerical_health_and_warns_over_thresholds(compose_cfg,
 def test_sample_script_reports_nonfinite_samples(compose_cfg, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     train(compose_cfg("train", [*TINY, "test=false", "samples.n=0"], run))
-    import cincflow.training.run as run_module
+    import cincflow.viz as viz  # the sampling loop of the jobs and callbacks
 
-    real = run_module.sample_with_check
+    real = viz.sample_with_check
 
     def with_a_nan(model, n, temperature=1.0, noise=None, tolerance=1e-3):
         x, residual = real(model, n, temperature, noise, tolerance)
@@ -240,7 +240,7 @@ def test_sample_script_reports_nonfinite_samples(compose_cfg, tmp_path, monkeypa
         x[0, 0, 0, 0] = float("nan")
         return x, residual
 
-    monkeypatch.setattr(run_module, "sample_with_check", with_a_nan)
+    monkeypatch.setattr(viz, "sample_with_check", with_a_nan)
     cfg = compose_cfg("sample", [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "n=5", "temperature=[0.5,1.0]",
                                  "device=cpu", "num_threads=1"], tmp_path / "s")
     record = sample_job(cfg)
@@ -268,7 +268,7 @@ def test_same_seed_same_bits_per_dim(compose_cfg, tmp_path):
 def test_long_run_at_high_lr_keeps_every_cinc_layer_invertible(compose_cfg, tmp_path):
     from cincflow.layers.causal_weight import CausalWeight
 
-    cfg = compose_cfg("train", [*TINY, "model.depth=2", "model.width=16", "optim.lr=1e-2", "optim.warmup_steps=10",
+    cfg = compose_cfg("train", [*TINY, "model.depth=2", "model.width=16", "optimizer.lr=1e-2", "scheduler.warmup_steps=10",
                                 "trainer.limit_train_batches=null", "trainer.max_epochs=14", "samples.n=0",
                                 "trainer.limit_val_batches=2", "max_bad_steps=1"], tmp_path)
     log = StepLog()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from cincflow.training.run import train
+from cincflow.jobs import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["experiment=quickstart", "debug=smoke", "logger=none", "trainer.enable_progress_bar=false"]
@@ -87,6 +87,49 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return out / "checkpoints" / "last.ckpt"
 
 
+def format_1(ckpt: dict) -> dict:
+    """``ckpt`` as the code before checkpoint format 2 wrote it: ``FlowLitModule(model=<the flow's
+    config, the conv by name + conv_kwargs>, optim=<optimiser settings>, ema_decay=..., ...)`` saved
+    all its arguments as the hyper-parameters, and there was no ``cincflow_format`` entry."""
+    old = {k: v for k, v in ckpt.items() if k != "cincflow_format"}
+    hparams = dict(ckpt["hyper_parameters"])
+    model = dict(hparams.pop("model_config"))
+    conv = dict(model.pop("conv"))
+    name = conv.pop("_target_").rsplit(".", 1)[-1]
+    del conv["_partial_"]
+    model.update(conv=name, conv_kwargs=conv)
+    optim = {"name": "adamax", "lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+             "warmup_steps": 2, "warmup_epochs": 0}
+    old["hyper_parameters"] = {"model": model, "optim": optim, **hparams}
+    return old
+
+
+def test_a_checkpoint_of_the_previous_format_loads_and_resumes(tiny_checkpoint, compose_cfg, tmp_path):
+    from cincflow.errors import CheckpointError
+    from cincflow.training.loading import load_module
+
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    assert ckpt["cincflow_format"] == 2 and "model_config" in ckpt["hyper_parameters"]
+    old_path = tmp_path / "format_1.ckpt"
+    torch.save(format_1(ckpt), old_path)
+    old, new = load_module(old_path, device="cpu"), load_module(tiny_checkpoint, device="cpu")
+    assert (old.model.conv, old.model.coupling) == (new.model.conv, new.model.coupling) == ("cinc", "quad")
+    assert old.state_dict().keys() == new.state_dict().keys()
+    for key, value in new.state_dict().items():
+        torch.testing.assert_close(old.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    torch.testing.assert_close(old.eval_model.bits_per_dim(images, dequantize=False),
+                               new.eval_model.bits_per_dim(images, dequantize=False), rtol=0, atol=0)
+    older = format_1(ckpt)
+    del older["hyper_parameters"]["max_bad_steps"]  # an argument this version requires
+    torch.save(older, tmp_path / "older.ckpt")
+    with pytest.raises(CheckpointError, match=r"older.ckpt has hyper-parameters this version does not take .*max_bad_steps"):
+        load_module(tmp_path / "older.ckpt", device="cpu")
+    result = train(compose_cfg("train", [*TINY, "test=false", "samples.n=0", "trainer.max_epochs=2",
+                                         f"ckpt_path={old_path}"], tmp_path / "resumed"))
+    assert result["global_step"] == 6  # 3 steps restored + 3 more
+
+
 def _png(path: Path, size: int) -> None:
     from PIL import Image
 
@@ -119,6 +162,9 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
     (d / "notes.ckpt").write_text("not a checkpoint\n")
     raw = tiny_checkpoint.read_bytes()
     (d / "truncated.ckpt").write_bytes(raw[: len(raw) // 2])
+    unbuildable = format_1(torch.load(tiny_checkpoint, map_location="cpu", weights_only=False))
+    unbuildable["hyper_parameters"]["model"]["conv_kwargs"]["solver"] = "auto"  # an option this version lacks
+    torch.save(unbuildable, d / "old.ckpt")
     ckpt_before = raw
 
     def run(i: int) -> str:
@@ -139,7 +185,8 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
         (["model.levels=4"], ("invalid model configuration", "not divisible by 2^levels = 16")),
         (["model.depth=0"], ("invalid model configuration", "depth must be a positive integer")),
         (["model.width=-4"], ("width must be a positive integer",)),
-        (["model.conv_kwargs.inverse=magic"], ("unknown inverse mode 'magic'",)),
+        (["model.conv.inverse=magic"], ("unknown inverse mode 'magic'",)),
+        (["conv=glow", "+model.conv.init_std=0.1"], ("invalid model configuration", "unexpected keyword argument 'init_std'")),
         (["coupling=quad", "model.coupling=quadd"], ("unknown coupling 'quadd'",)),
         ([f"ckpt_path={d / 'nope.ckpt'}"], ("nope.ckpt does not exist",)),
         ([f"ckpt_path={d / 'notes.ckpt'}"], ("notes.ckpt is not a checkpoint",)),
@@ -152,6 +199,12 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
         (["trainer.accelerator=mps"], ("invalid trainer configuration", "trainer.accelerator=mps", "trainer=cpu")),
     ]
     cases = [("train", [*TINY, *args, run(i)]) for i, (args, _) in enumerate(train_cases)]
+    # the paper's default command without CIFAR-10: the data is checked before the 114 M-parameter
+    # model is built or a W&B run starts, and the error names the offline alternatives
+    no_data = ("train", ["coupling=quad", "conv=cinc", f"paths.data_dir={d / 'missing'}", "data.download=false",
+                         "trainer.enable_progress_bar=false", run(99)])
+    cases.append(no_data)
+    train_cases.append((no_data[1], ("CIFAR-10 not found", "experiment=quickstart", "data=photos")))
     other = [
         (("eval", [run(100)]), ("src/eval.py needs a checkpoint", "ckpt_path=")),
         (("sample", [run(101)]), ("src/sample.py needs a checkpoint", "ckpt_path=")),
@@ -160,6 +213,9 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
         (("eval", [f"ckpt_path={tiny_checkpoint}", "data=cifar10", run(104)]),
          ("does not match the checkpoint's model",)),
         (("sample", ["ckpt_path=last", f"paths.log_dir={d / 'nolog'}", run(105)]), ("found no checkpoint",)),
+        (("eval", [f"ckpt_path={d / 'old.ckpt'}", run(106)]),
+         ("old.ckpt stores model settings this version cannot build", "unexpected keyword argument 'solver'",
+          "load its state_dict into a model built with matching settings")),
         (("benchmark", ["size=huge"]), ("unknown size 'huge'", "paper, cpu, tiny")),
         (("benchmark", ["size=tiny", "device=cuda:64"]), ("device=cuda:64", "CUDA GPU(s) on this machine", "device=cpu")),
         (("benchmark", ["size=tiny", "device=gpu"]), ("device=gpu is not a torch device",)),
@@ -173,6 +229,9 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
     assert len(results) == len(cases)
     for (script, args), fragments, result in zip(cases, expectations, results):
         assert_one_line_error(result, *fragments)
+    started = results[cases.index(no_data)]
+    assert "parameters" not in started["stdout"] and "W&B" not in started["stdout"], started["stdout"]
+    assert not (d / "runs" / "99" / "wandb").exists()
     # nothing already written was overwritten: the checkpoint we resumed from is byte-identical
     assert tiny_checkpoint.read_bytes() == ckpt_before
 

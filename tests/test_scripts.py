@@ -59,6 +59,8 @@ def test_multirun_four_jobs_four_folders(multirun):
     assert proc.stdout.count("W&B: logging offline") == 1
     assert seen == {("cinc", "affine"), ("cinc", "quad"), ("emerging", "affine"), ("emerging", "quad")}
     assert proc.stdout.count("test bits/dim:") == 4
+    # a user sees what concerns them: not Lightning's litlogger tip nor torch's LeafSpec deprecation
+    assert "litlogger" not in proc.stdout + proc.stderr and "LeafSpec" not in proc.stdout + proc.stderr
 
 
 def _one_job(sweep: Path, conv: str = "cinc", coupling: str = "quad") -> tuple[Path, dict]:

@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cincflow import CInCConv, EmergingConv, InvConv1x1, QuadCoupling, count_parameters
+from cincflow import CInCConv, EmergingConv, Glow, InvConv1x1, QuadCoupling, count_parameters
 from cincflow.layers.causal import causal_conv, flip
+from cincflow.viz import reconstruction_grid
 from flowcheck import jacobian_matrix, randomize, raster_jacobian
 
 
@@ -138,21 +139,31 @@ def test_quad_coupling_feistel_structure():
         assert (yb - xb).abs().max() > 1e-2
 
 
-def test_quad_round_trip_catches_the_published_reverse_pass_defect():
-    """The official reverse pass took the pass-through block from the wrong end. Our inverse is exact
-    (1e-12); the defective one, built here from the same conditioners, is off by order 1 — the
-    round-trip check is what detects it."""
-    layer = _randomized_quad()
-    x = torch.randn(2, 8, 4, 4)
-    y, _ = layer(x)
-    torch.testing.assert_close(layer.inverse(y)[0], x, rtol=0, atol=1e-12)
+def test_the_round_trip_check_catches_the_published_reverse_pass_defect(monkeypatch):
+    """The published reverse pass read the pass-through block from the wrong end (docs/method.md
+    section 4). This repository's quad coupling run in that block order (its own inverse on the
+    blocks read from the other end) must make the repository's round-trip check, the x -> z -> x
+    reconstruction error that validation logs and warns about, flag a whole Glow as broken; in its
+    own order the same check finds it exact."""
+    torch.manual_seed(3)
+    images = torch.randint(0, 256, (4, 4, 8, 8), dtype=torch.uint8)
+    model = Glow(4, 8, levels=1, depth=2, width=16, conv="glow", coupling="quad").double()
+    randomize(model, torch.rand(4, 4, 8, 8) - 0.5, scale=0.1)
+    _, exact = reconstruction_grid(model, images)
+    assert exact["recon_err_max"] < 1e-10
 
-    def defective_inverse(y):
-        # reads the pass-through from block 1 instead of block 4 (the order reversed)
-        swapped = torch.cat(y.chunk(4, dim=1)[::-1], dim=1)
-        return torch.cat(layer.inverse(swapped)[0].chunk(4, dim=1)[::-1], dim=1)
+    own_inverse = QuadCoupling.inverse
 
-    assert (defective_inverse(y) - x).abs().max() > 0.1
+    def published_block_order(self, y):
+        def from_the_other_end(t):
+            return torch.cat(t.chunk(4, dim=1)[::-1], dim=1)
+
+        x, logdet = own_inverse(self, from_the_other_end(y))
+        return from_the_other_end(x), logdet
+
+    monkeypatch.setattr(QuadCoupling, "inverse", published_block_order)
+    _, broken = reconstruction_grid(model, images)
+    assert broken["recon_err_max"] > 0.1 and broken["recon_pixels_exact"] < 0.5
 
 
 def test_quad_refuses_channels_not_divisible_by_four():

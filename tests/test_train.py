@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback
+from omegaconf import open_dict
 
 from cincflow.layers.actnorm import ActNorm
 from cincflow.layers.causal import check_inverse_mode
 from cincflow.training import FlowLitModule
-from cincflow.training.run import train
+from cincflow.jobs import train
 
 # a few optimiser steps of a tiny model; validation and test on one batch each
 TINY = [
@@ -75,7 +76,7 @@ def test_bpd_decreases_on_digits(compose_cfg, tmp_path):
     cfg = compose_cfg(
         "train",
         [*TINY, "model.depth=2", "model.width=16", "trainer.max_epochs=3", "trainer.limit_train_batches=15",
-         "trainer.limit_val_batches=3", "ema_decay=null", "optim.warmup_steps=5", "test=false"],
+         "trainer.limit_val_batches=3", "ema_decay=null", "scheduler.warmup_steps=5", "test=false"],
         tmp_path,
     )
     recorder = StepRecorder()
@@ -167,7 +168,7 @@ def test_wandb_offline_writes_a_run_folder_with_metrics_and_images(compose_cfg, 
     for key in ("train/bpd", "val/bpd", "test/bpd", "train/lr", "train/grad_norm"):
         assert math.isfinite(float(history[key])), key
     assert "val/samples/filenames" in history and "val/reconstructions/filenames" in history
-    assert {"model", "optim", "data", "trainer"} <= config_keys
+    assert {"model", "optimizer", "scheduler", "data", "trainer"} <= config_keys
 
     # the run id is in the checkpoint; resuming from it continues the same W&B run
     run_id = run.name.rsplit("-", 1)[-1]
@@ -218,14 +219,16 @@ def test_unknown_group_value_lists_the_choices(compose_cfg, tmp_path):
 def test_config_groups_compose(compose_cfg, tmp_path):
     cfg = compose_cfg("train", ["conv=emerging", "coupling=quad"], tmp_path)
     assert cfg.model._target_ == "cincflow.Glow"
-    assert (cfg.model.conv, cfg.model.coupling) == ("emerging", "quad")
-    check_inverse_mode(cfg.model.conv_kwargs.inverse)  # the inverse algorithm's default is a valid mode
+    assert (cfg.model.conv._target_, cfg.model.coupling) == ("cincflow.layers.step.emerging", "quad")
+    check_inverse_mode(cfg.model.conv.inverse)  # the inverse algorithm's default is a valid mode
     assert (cfg.model.levels, cfg.model.depth, cfg.model.width) == (3, 32, 512)  # paper defaults
-    assert cfg.optim.name == "adamax" and cfg.optim.lr == 1e-3 and cfg.optim.warmup_epochs == 10
-    cinc = dict(compose_cfg("train", ["conv=cinc"], tmp_path).model.conv_kwargs)
+    assert cfg.optimizer._target_ == "torch.optim.Adamax" and cfg.optimizer.lr == 1e-3 and cfg.scheduler.warmup_epochs == 10
+    cinc = dict(compose_cfg("train", ["conv=cinc"], tmp_path).model.conv)
     check_inverse_mode(cinc.pop("inverse"))
-    assert cinc == {"kernel_size": 3, "fixed_diagonal": False, "init_std": 0.01}
-    assert dict(compose_cfg("train", ["conv=glow"], tmp_path).model.conv_kwargs) == {}
+    assert cinc == {"_target_": "cincflow.layers.step.cinc", "_partial_": True, "kernel_size": 3,
+                    "fixed_diagonal": False, "init_std": 0.01}
+    assert dict(compose_cfg("train", ["conv=glow"], tmp_path).model.conv) == {
+        "_target_": "cincflow.layers.step.glow", "_partial_": True}
     ddp = compose_cfg("train", ["trainer=ddp"], tmp_path).trainer
     assert (ddp.accelerator, ddp.devices, ddp.strategy) == ("gpu", -1, "ddp")
     sim = compose_cfg("train", ["trainer=ddp_sim"], tmp_path).trainer
@@ -240,8 +243,25 @@ def test_config_groups_compose(compose_cfg, tmp_path):
     assert paper.model.coupling == "quad" and paper.data.batch_size == 64 and paper.trainer.devices == 2
 
 
+@pytest.mark.parametrize("conv, option", [("glow", "init_std"), ("cinc", "init_sd"), ("emerging", "kernel_size")])
+def test_an_option_the_conv_does_not_have_fails_loudly(compose_cfg, tmp_path, conv, option):
+    """Every conv choice is a _partial_ factory config: an option it does not take is an error
+    naming the option (Glow's 1x1 conv takes none), never silently dropped."""
+    from cincflow.errors import ConfigError
+    from cincflow.training.loading import build_model
+
+    cfg = compose_cfg("train", ["experiment=quickstart", "debug=smoke", f"conv={conv}", f"+model.conv.{option}=3"], tmp_path)
+    with open_dict(cfg.model):
+        cfg.model.update(in_channels=1, image_size=8, n_bits=5)
+    with pytest.raises(ConfigError, match=f"invalid model configuration: .*unexpected keyword argument '{option}'"):
+        build_model(cfg.model)
+    with open_dict(cfg.model):
+        del cfg.model.conv[option]
+    assert build_model(cfg.model).conv == conv  # the same config without it builds
+
+
 def test_linear_warmup_over_epochs(compose_cfg, tmp_path):
-    """optim.warmup_epochs=1 with 3 batches per epoch: lr = base * (step + 1) / 3, then constant."""
+    """scheduler.warmup_epochs=1 with 3 batches per epoch: lr = base * (step + 1) / 3, then constant."""
     lrs = []
 
     class LR(Callback):
@@ -249,8 +269,8 @@ def test_linear_warmup_over_epochs(compose_cfg, tmp_path):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     cfg = compose_cfg(
-        "train", [*TINY, "optim.warmup_steps=null", "optim.warmup_epochs=1", "optim.lr=3e-3", "trainer.max_epochs=2",
-                  "optim.name=adam", "test=false"], tmp_path,
+        "train", [*TINY, "scheduler.warmup_steps=null", "scheduler.warmup_epochs=1", "optimizer.lr=3e-3", "trainer.max_epochs=2",
+                  "optimizer._target_=torch.optim.Adam", "test=false"], tmp_path,
     )
     train(cfg, extra_callbacks=[LR()])
     assert lrs == pytest.approx([1e-3, 2e-3, 3e-3, 3e-3, 3e-3, 3e-3])
@@ -268,7 +288,7 @@ def test_last_checkpoint_follows_training_not_the_best(compose_cfg, tmp_path):
     """last.ckpt is rewritten at every validation even when val/bpd does not improve (here "best"
     means the highest val/bpd, i.e. the first epoch of a run whose val/bpd falls)."""
     cfg = compose_cfg("train", [*TINY, "trainer.max_epochs=3", "callbacks.model_checkpoint.mode=max", "test=false",
-                                "optim.lr=3e-3"], tmp_path)
+                                "optimizer.lr=3e-3"], tmp_path)
     result = train(cfg)
     last = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=False)
     best = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)

@@ -16,9 +16,29 @@ from torch import nn
 from .layers.sequential import FlowSequential
 from .layers.split import Split, gaussian_log_prob, gaussian_sample
 from .layers.squeeze import Squeeze
-from .layers.step import COUPLINGS, CONVS, check_choice, flow_step
+from .layers.step import COUPLINGS, ConvFactory, check_choice, conv_factory, conv_name, flow_step
 from .params import count_parameters
 from .preprocess import bits_per_dim, preprocess
+
+
+IMAGE_KEYS = ("in_channels", "image_size")
+
+
+def image_dims(source) -> dict[str, int | None]:
+    """``in_channels`` and ``image_size`` of an image batch [B, C, S, S] (size None when the batch is
+    not 4-d or not square), or of anything with those attributes (model, DataModule, model config)."""
+    if isinstance(source, torch.Tensor):
+        square = source.dim() == 4 and source.shape[2] == source.shape[3]
+        return {"in_channels": int(source.shape[1]) if source.dim() == 4 else None,
+                "image_size": int(source.shape[2]) if square else None}
+    return {key: int(getattr(source, key)) for key in IMAGE_KEYS}
+
+
+def dims_mismatch(expected, found) -> list[str]:
+    """The keys of :data:`IMAGE_KEYS` in which ``found`` (images, DataModule, ...) does not fit
+    ``expected`` (a model or its config): the one check that images fit a model."""
+    want, have = image_dims(expected), image_dims(found)
+    return [key for key in IMAGE_KEYS if want[key] != have[key]]
 
 
 class Glow(nn.Module):
@@ -29,15 +49,17 @@ class Glow(nn.Module):
         levels: int = 3,
         depth: int = 32,
         width: int = 512,
-        conv: str = "cinc",
+        conv: str | ConvFactory = "cinc",
         coupling: str = "affine",
         n_bits: int = 8,
         learn_top: bool = True,
         conv_kwargs: dict | None = None,
         conditioner_actnorm: bool = True,
     ):
+        """``conv``: a conv factory (``channels -> layers``, e.g. the ``_partial_`` configs of
+        conf/conv) or the name of one, then with ``conv_kwargs`` (see :mod:`cincflow.layers.step`)."""
         super().__init__()
-        check_choice("conv", conv, CONVS)
+        make_conv = conv_factory(conv, conv_kwargs)
         check_choice("coupling", coupling, tuple(COUPLINGS))
         for name, value in (("in_channels", in_channels), ("levels", levels), ("depth", depth), ("width", width)):
             if int(value) < 1:
@@ -50,14 +72,14 @@ class Glow(nn.Module):
         if not 1 <= n_bits <= 8:
             raise ValueError(f"n_bits must be between 1 and 8, got {n_bits}")
         self.in_channels, self.image_size, self.n_bits = in_channels, image_size, n_bits
-        self.conv, self.coupling = conv, coupling
+        self.conv, self.coupling = conv_name(conv), coupling
         self.levels = nn.ModuleList()
         self.splits = nn.ModuleList()
         c, s = in_channels, image_size
         self._latent_shapes = []
         for level in range(levels):
             c, s = 4 * c, s // 2
-            steps = [flow_step(c, conv, coupling, width, conv_kwargs, conditioner_actnorm) for _ in range(depth)]
+            steps = [flow_step(c, make_conv, coupling, width, conditioner_actnorm=conditioner_actnorm) for _ in range(depth)]
             self.levels.append(FlowSequential([Squeeze(), *steps]))
             if level < levels - 1:
                 self.splits.append(Split(c))
@@ -80,8 +102,8 @@ class Glow(nn.Module):
         return mean, log_std
 
     def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+        if dims_mismatch(self, x):
+            expected = (self.in_channels, self.image_size, self.image_size)
             raise ValueError(
                 f"the model expects images of shape [B, {expected[0]}, {expected[1]}, {expected[2]}], "
                 f"got {list(x.shape)}: check the data's channels and size against the model config"

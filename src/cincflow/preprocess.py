@@ -18,9 +18,15 @@ def _check_bits(n_bits: int) -> None:
 
 
 def preprocess(
-    x: torch.Tensor, n_bits: int = 8, dequantize: bool = True, dtype: torch.dtype = torch.float32
+    x: torch.Tensor,
+    n_bits: int = 8,
+    dequantize: bool = True,
+    dtype: torch.dtype = torch.float32,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """uint8 [B, C, H, W] -> model space, floats centred at 0."""
+    """uint8 [B, C, H, W] -> model space, floats centred at 0. The dequantisation noise comes from
+    ``generator`` when given (then the same for the same seed, shape and dtype; ``generator`` and
+    ``x`` on the same device), else from torch's global generator."""
     if x.dtype != torch.uint8:
         raise TypeError(f"preprocess expects uint8 images (0..255), got {x.dtype}: convert with .to(torch.uint8)")
     _check_bits(n_bits)
@@ -28,8 +34,18 @@ def preprocess(
     x = torch.div(x, 2 ** (8 - n_bits), rounding_mode="floor").to(dtype)
     x = x / n_bins - 0.5
     if dequantize:
-        x = x + torch.rand_like(x) / n_bins
+        noise = torch.rand_like(x) if generator is None else torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
+        x = x + noise / n_bins
     return x
+
+
+def dequantized(x: torch.Tensor, n_bits: int, seed: int, like: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`preprocess` with the dequantisation noise of ``seed`` (a private CPU generator: the same
+    noise for the same seed, shape and dtype), in the dtype and on the device of ``like``."""
+    dtype = torch.float32 if like is None else like.dtype
+    gen = torch.Generator().manual_seed(int(seed))
+    x = preprocess(x.cpu(), n_bits, dtype=dtype, generator=gen)
+    return x if like is None else x.to(like.device)
 
 
 def postprocess(x: torch.Tensor, n_bits: int = 8) -> torch.Tensor:

@@ -9,7 +9,6 @@ model defines (PAPER.md section 1).
 """
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from .layers.causal import RESIDUAL_TOLERANCE, check_inverse_mode
+from .numerics import worst
 
 
 def invertible_convs(model: nn.Module) -> list[nn.Module]:
@@ -50,7 +50,7 @@ def worst_residual(layers: list[nn.Module]) -> float:
     """Largest ``last_residual`` among ``layers``, NaN (non-finite values) counting as the worst;
     0.0 when none ran an inverse."""
     residuals = [layer.last_residual for layer in layers if layer.last_residual is not None]
-    return max(residuals, key=lambda r: math.inf if math.isnan(r) else r, default=0.0)
+    return worst(residuals)
 
 
 def warn_if_inaccurate(residual: float, tolerance: float = RESIDUAL_TOLERANCE) -> None:

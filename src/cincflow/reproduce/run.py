@@ -47,7 +47,7 @@ SCALES = {
             "data=photos", "data.batch_size=32", "trainer=cpu", "trainer.devices=1", "trainer.max_epochs=-1",
             "trainer.max_steps=1000", "+trainer.val_check_interval=100", "trainer.check_val_every_n_epoch=null",
             "trainer.limit_val_batches=4", "trainer.limit_test_batches=8", "model.depth=2", "model.width=48",
-            "optim.warmup_epochs=0", "optim.warmup_steps=50", "ema_decay=0.995", "actnorm_init_images=256",
+            "scheduler.warmup_epochs=0", "scheduler.warmup_steps=50", "ema_decay=0.995", "actnorm_init_images=256",
             "logger=csv", "samples.n=16", "callbacks.samples.every_n_epochs=1000", "num_threads=1",
         ],
     },
@@ -58,7 +58,7 @@ SCALES = {
             "data=photos", "data.scales=[1]", "data.batch_size=8", "trainer=cpu", "trainer.devices=1",
             "trainer.max_epochs=1", "trainer.max_steps=2", "trainer.limit_train_batches=2",
             "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0",
-            "model.depth=1", "model.width=8", "optim.warmup_epochs=0", "optim.warmup_steps=2",
+            "model.depth=1", "model.width=8", "scheduler.warmup_epochs=0", "scheduler.warmup_steps=2",
             "actnorm_init_images=16", "logger=none", "samples.n=0", "callbacks.samples.every_n_epochs=1000",
             "callbacks.samples.n_reconstructions=2", "num_threads=1",
         ],
@@ -146,7 +146,7 @@ def _run_seed(run_dir: Path) -> int | None:
 def evaluate(run_dir: Path, name: str, device: torch.device, reps: int) -> dict:
     """Test bits/dim (from the run's test of its best checkpoint), validation curve, and the time to
     sample 100 images and to evaluate 100 images, with the benchmark's timing (warm-up, median)."""
-    from ..training.run import load_module
+    from ..training.loading import load_module
 
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():

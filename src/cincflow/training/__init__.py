@@ -1,5 +1,9 @@
-"""Training system: the LightningModule, EMA, callbacks, loggers and the train/eval/sample jobs."""
+"""Training system: the LightningModule, EMA, callbacks, loggers, checkpoints (the jobs that use
+them: :mod:`cincflow.jobs`)."""
 from .ema import EMA
-from .lit_module import FlowLitModule, fixed_noise
+from .lit_module import FlowLitModule
+from .quiet import silence_lightning_noise
 
-__all__ = ["EMA", "FlowLitModule", "fixed_noise"]
+silence_lightning_noise()
+
+__all__ = ["EMA", "FlowLitModule"]

@@ -1,4 +1,5 @@
-"""Callbacks of the training system: sample grids + reconstructions, throughput, metrics.json, W&B id.
+"""Callbacks of the training system: sample grids + reconstructions, throughput, metrics.json, W&B id
+(the pictures themselves: :mod:`cincflow.viz`).
 
 All file outputs go below the run's output folder; everything that writes runs on global rank 0.
 """
@@ -17,51 +18,11 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
-from torch.utils.data import DataLoader, RandomSampler
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
-from ..preprocess import postprocess
-from ..sampling import tracking_residuals, worst_residual
+from ..viz import reconstruction_grid, sample_grid
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------- images
-def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
-    return x_uint8.float().div(255.0)
-
-
-def grid_of(images_uint8: torch.Tensor, nrow: int | None = None, padding: int = 1, min_size: int = 32) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> float grid [3, H', W'] in [0, 1]; images smaller than ``min_size``
-    pixels are enlarged by an integer factor (nearest neighbour) so that 8x8 digits stay visible."""
-    n = images_uint8.shape[0]
-    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
-    x = to_unit(images_uint8.cpu())
-    factor = max(1, min_size // x.shape[-1])
-    if factor > 1:
-        x = x.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
-    return make_grid(x, nrow=nrow, padding=padding, pad_value=1.0)
-
-
-def sample_grid(pl_module, n: int, temperatures: list[float], seed: int) -> torch.Tensor:
-    """Samples from FIXED noise (``seed``) at each temperature, one block per temperature, side by side."""
-    return sample_grid_with_health(pl_module, n, temperatures, seed)[0]
-
-
-def sample_grid_with_health(pl_module, n: int, temperatures: list[float], seed: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """:func:`sample_grid` plus ``nonfinite_samples`` (share of samples with a NaN/inf value, which
-    the PNG can only show clamped) and ``inverse_residual_max`` (worst relative residual of the
-    CInC/Emerging inverses in these passes; NaN counts as worst)."""
-    blocks, bad, total, residual = [], 0, 0, 0.0
-    with tracking_residuals(pl_module.eval_model) as layers:
-        for t in temperatures:
-            x = pl_module.sample_fixed(n, float(t), seed)
-            bad += int((~torch.isfinite(x.flatten(1))).any(dim=1).sum())
-            total += x.shape[0]
-            residual = max(residual, worst_residual(layers), key=lambda r: math.inf if math.isnan(r) else r)
-            blocks.append(grid_of(postprocess(x, pl_module.n_bits)))
-    grid = make_grid(torch.stack(blocks), nrow=len(blocks), padding=4, pad_value=1.0)
-    return grid, {"nonfinite_samples": bad / max(total, 1), "inverse_residual_max": float(residual)}
 
 
 def health_warning(name: str, value: float, threshold: float, epoch: int, hint: str) -> None:
@@ -71,25 +32,6 @@ def health_warning(name: str, value: float, threshold: float, epoch: int, hint: 
     message = f"epoch {epoch}: {name} = {value:.3g} exceeds its threshold {threshold:g}: {hint}"
     log.warning(message)
     warnings.warn(message, RuntimeWarning, stacklevel=2)
-
-
-def reconstruction_grid(pl_module, images_uint8: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Originals (top rows) over reconstructions x -> z -> x (bottom rows) and the errors."""
-    x, x_rec = pl_module.reconstruct(images_uint8, seed)
-    err = (x - x_rec).abs().flatten(1)
-    rec_uint8 = postprocess(x_rec, pl_module.n_bits).cpu()
-    orig_uint8 = postprocess(x, pl_module.n_bits).cpu()
-    stats = {
-        "recon_err_max": float(err.max().nan_to_num(float("inf"))),
-        "recon_err_mean": float(err.mean().nan_to_num(float("inf"))),
-        "recon_pixels_exact": float((rec_uint8 == orig_uint8).float().mean()),
-    }
-    n = images_uint8.shape[0]
-    nrow = max(1, int(math.ceil(math.sqrt(n))))
-    grid = make_grid(
-        torch.stack([grid_of(orig_uint8, nrow), grid_of(rec_uint8, nrow)]), nrow=2, padding=4, pad_value=1.0
-    )
-    return grid, stats
 
 
 def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
@@ -149,7 +91,7 @@ class SampleGrids(Callback):
         if trainer.is_global_zero:
             self.dir.mkdir(parents=True, exist_ok=True)
         if self._val_images is not None:  # every rank (its own first batch), metrics synced
-            grid, stats = reconstruction_grid(pl_module, self._val_images, self.seed)
+            grid, stats = reconstruction_grid(pl_module.eval_model, self._val_images, self.seed)
             pl_module.log("val/recon_err_max", stats["recon_err_max"], sync_dist=True, reduce_fx="max")
             pl_module.log("val/recon_err_mean", stats["recon_err_mean"], sync_dist=True)
             pl_module.log("val/recon_pixels_exact", stats["recon_pixels_exact"], sync_dist=True)
@@ -163,7 +105,8 @@ class SampleGrids(Callback):
                     caption = f"epoch {epoch}: originals | reconstructions, max err {stats['recon_err_max']:.2e}"
                     lg.log_image("val/reconstructions", [str(path)], step=step, caption=[caption])
         if trainer.is_global_zero and self.n > 0 and self.temperatures:  # sampling: rank 0 only
-            grid, health = sample_grid_with_health(pl_module, self.n, self.temperatures, self.seed)
+            grid, health = sample_grid(pl_module.eval_model, self.n, self.temperatures, self.seed, tolerance=math.inf)
+            health["nonfinite_samples"] /= max(health["samples"], 1)  # logged as a share
             pl_module.log("val/nonfinite_samples", health["nonfinite_samples"], rank_zero_only=True)
             pl_module.log("val/inverse_residual_max", health["inverse_residual_max"], rank_zero_only=True)
             health_warning("val/nonfinite_samples (share)", health["nonfinite_samples"], self.nonfinite_warn, epoch,
@@ -268,60 +211,3 @@ class WandbRunId(Callback):
             if lg.version:
                 checkpoint["wandb_run_id"] = lg.version
                 checkpoint["wandb_project"] = lg.name
-
-
-# ---------------------------------------------------------------------------- data order
-class EpochSeededSampler(RandomSampler):
-    """A random permutation that depends only on (``seed``, epoch): the epoch is read from
-    ``epoch_fn`` (the trainer's current epoch) when the iteration starts, or set by ``set_epoch``."""
-
-    def __init__(self, data_source, seed: int, epoch_fn=None):
-        super().__init__(data_source)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.epoch_fn = epoch_fn
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self):
-        epoch = int(self.epoch_fn()) if self.epoch_fn is not None else self.epoch
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        yield from torch.randperm(len(self.data_source), generator=gen).tolist()
-
-
-class ResumableShuffle(Callback):
-    """Makes the shuffled training order a function of (``datamodule.seed``, epoch) only, so that a
-    run resumed from an end-of-epoch checkpoint (last.ckpt is written at every validation) sees
-    exactly the batches of an uninterrupted run. Replaces the RandomSampler of the DataModule's
-    train loader (a seeded DataLoader generator would restart at epoch 0's order after a resume).
-    Under DDP Lightning substitutes its DistributedSampler (seeded by seed + epoch) anyway."""
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        dm = trainer.datamodule
-        if stage != "fit" or dm is None or getattr(dm, "_resumable_original", None) is not None:
-            return
-        original = dm.train_dataloader
-        seed = int(getattr(dm, "seed", 0) or 0)
-
-        def train_dataloader():
-            dl = original()
-            if not isinstance(dl, DataLoader) or type(dl.sampler) is not RandomSampler:
-                return dl
-            return DataLoader(
-                dl.dataset, batch_size=dl.batch_size,
-                sampler=EpochSeededSampler(dl.dataset, seed, lambda: trainer.current_epoch),
-                drop_last=dl.drop_last, num_workers=dl.num_workers, collate_fn=dl.collate_fn,
-                pin_memory=dl.pin_memory, worker_init_fn=dl.worker_init_fn,
-                persistent_workers=dl.persistent_workers if dl.num_workers > 0 else False,
-            )
-
-        dm._resumable_original = original
-        dm.train_dataloader = train_dataloader
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        dm = trainer.datamodule
-        original = getattr(dm, "_resumable_original", None) if dm is not None else None
-        if original is not None:
-            del dm.train_dataloader  # the instance attribute: back to the class's method
-            dm._resumable_original = None

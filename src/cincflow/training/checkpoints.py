@@ -26,6 +26,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, CheckpointWriteError
+from ..paths import resolve_path
 
 
 def _write_failure(path: Path, err: BaseException) -> CheckpointWriteError:
@@ -92,8 +93,6 @@ def find_last_checkpoint(log_dir: str | os.PathLike, task_name: str | None = Non
 
 def resolve_ckpt_path(value: Any, cfg: Any, same_task: bool) -> Path:
     """``ckpt_path`` as an existing file: a path (relative to the current directory) or ``last``."""
-    from .run import resolve_path
-
     if str(value) == "last" and cfg is not None:
         log_dir = Path(cfg.paths.log_dir)
         task = str(cfg.get("task_name")) if same_task else None
@@ -142,7 +141,11 @@ def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str
 
 
 def _arch(hparams: Mapping[str, Any] | None) -> str:
-    model = dict((hparams or {}).get("model") or {})
+    """The architecture settings of a module's (or checkpoint's) hyper-parameters, for messages."""
+    hparams = hparams or {}
+    model = dict(hparams.get("model_config") or hparams.get("model") or {})  # format 2 or 1 (loading.py)
+    if isinstance(model.get("conv"), Mapping):  # a conv factory config: its name is the target's
+        model["conv"] = str(model["conv"].get("_target_", "?")).rsplit(".", 1)[-1]
     keys = ("conv", "coupling", "levels", "depth", "width", "in_channels", "image_size")
     return " ".join(f"{k}={model[k]}" for k in keys if k in model) or "unknown"
 

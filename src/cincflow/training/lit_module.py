@@ -1,8 +1,9 @@
 """The LightningModule that trains a :class:`cincflow.Glow` by maximum likelihood (loss = bits/dim).
 
-* The flow is built from a plain config mapping (``_target_: cincflow.Glow`` plus its arguments) that
-  is saved in the checkpoint's hyper-parameters, so ``FlowLitModule.load_from_checkpoint(path)``
-  rebuilds it with no other input.
+* The flow arrives built (``model``, an ``nn.Module``: the job instantiates ``conf/model``); the config
+  it was built from (``model_config``) is saved in the checkpoint's hyper-parameters, so
+  :func:`cincflow.training.loading.load_module` (and ``FlowLitModule.load_from_checkpoint``) rebuild
+  it from the file alone.
 * ActNorm data-dependent initialisation runs once, in :meth:`on_fit_start`, on the first
   ``actnorm_init_images`` training images (``datamodule.train_images(n)``), under ``no_grad``; under
   DDP every rank computes it and then rank 0's parameters and buffers are broadcast, so all ranks
@@ -10,8 +11,10 @@
   re-initialised.
 * Optional Polyak/EMA weights (``ema_decay``) are used for validation, testing and sampling
   (:attr:`eval_model`); they are part of the ``state_dict``, so checkpoints restore them exactly.
-* Optimiser: Adamax (paper) or Adam/AdamW; linear warm-up over ``warmup_steps`` optimiser steps or
-  ``warmup_epochs`` epochs (a step-wise ``LambdaLR``, restored on resume).
+* Optimiser and schedule arrive as factories (the ``_partial_`` configs ``optimizer`` and
+  ``scheduler``): ``optimizer(parameters)``, ``scheduler(optimizer, steps_per_epoch)``, the latter
+  stepped after every optimiser step (e.g. :func:`~cincflow.training.schedule.linear_warmup`) and
+  restored on resume.
 * Non-finite steps: when the loss or any gradient is NaN/inf (checked after backward, before the
   optimiser step; under DDP the flag is reduced over all ranks), every gradient is dropped, so the
   optimiser updates no parameter and no optimiser state, and the EMA is not updated either (the
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -33,91 +36,62 @@ from torchmetrics import MeanMetric, MinMetric
 
 from ..errors import ConfigError, NonFiniteTrainingError
 from ..layers.actnorm import ActNorm
-from ..preprocess import preprocess
+from ..model import dims_mismatch
+from ..preprocess import dequantized
 from .ema import EMA
 
-OPTIMIZERS = {"adamax": torch.optim.Adamax, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
-DEFAULT_OPTIM: dict[str, Any] = {
-    "name": "adamax",
-    "lr": 1e-3,
-    "betas": (0.9, 0.999),
-    "eps": 1e-8,
-    "weight_decay": 0.0,
-    "warmup_steps": None,
-    "warmup_epochs": 0.0,
-}
-
-
-def build_model(model: Mapping[str, Any]) -> nn.Module:
-    """Instantiate the flow from its config mapping (``_target_`` + keyword arguments)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    cfg = dict(model)
-    cfg.setdefault("_target_", "cincflow.Glow")
-    try:
-        return instantiate(cfg, _convert_="all")
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, (ValueError, TypeError)):
-            raise ConfigError(f"invalid model configuration: {cause} (check the model.* / conv / coupling settings)") from cause
-        raise
+CHECKPOINT_FORMAT = 2  # checkpoint["cincflow_format"]; 1 (no entry): hyper-parameters model/optim as configs
 
 
 def actnorm_layers(module: nn.Module) -> list[ActNorm]:
     return [m for m in module.modules() if isinstance(m, ActNorm)]
 
 
-def fixed_noise(latent_shapes: list[tuple[int, ...]], n: int, seed: int) -> list[torch.Tensor]:
-    """Standard-normal latents [n, *shape] from a private generator: identical for the same
-    (shapes, n, seed) on every call, every epoch, every rank and after a resume."""
-    gen = torch.Generator().manual_seed(int(seed))
-    return [torch.randn((n, *shape), generator=gen) for shape in latent_shapes]
-
-
 class FlowLitModule(LightningModule):
     def __init__(
         self,
-        model: Mapping[str, Any],
-        optim: Mapping[str, Any] | None = None,
-        ema_decay: float | None = 0.999,
-        actnorm_init_images: int = 512,
+        model: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        *,
+        ema_decay: float | None,
+        actnorm_init_images: int,
+        max_bad_steps: int | None,
         actnorm_init_seed: int = 0,
-        data: Mapping[str, Any] | None = None,
-        max_bad_steps: int = 20,
         noise_seed: int | None = None,
+        data: Mapping[str, Any] | None = None,
+        model_config: Mapping[str, Any] | None = None,
     ):
         """
         Args:
-            model: the flow's config (``_target_`` and keyword arguments of :class:`cincflow.Glow`).
-            optim: optimiser settings, see ``DEFAULT_OPTIM`` (name, lr, betas, eps, weight_decay,
-                warmup_steps or warmup_epochs).
+            model: the flow (a :class:`cincflow.Glow`).
+            optimizer: ``optimizer(parameters) -> torch.optim.Optimizer`` (the ``optimizer`` config,
+                ``_partial_``); None: the module can evaluate and sample but not train.
+            scheduler: ``scheduler(optimizer, steps_per_epoch) -> LRScheduler``, stepped after every
+                optimiser step (the ``scheduler`` config, ``_partial_``); None: constant lr.
             ema_decay: Polyak averaging decay; ``None`` or 0 disables the averaged copy.
             actnorm_init_images: number of training images for ActNorm's data-dependent init.
-            actnorm_init_seed: seed of the dequantisation noise used for that init.
-            data: the data config the run used (kept in the checkpoint for eval/sample scripts).
             max_bad_steps: stop training after this many consecutive steps with a non-finite loss
                 or gradient (each one is skipped); 0 or None: never stop.
+            actnorm_init_seed: seed of the dequantisation noise used for that init.
             noise_seed: when set, the global torch RNG (training dequantisation noise) is re-seeded
                 at the start of every training epoch from (noise_seed, epoch, rank), so a run resumed
                 from an end-of-epoch checkpoint draws exactly the noise of an uninterrupted run
                 (validation and the sanity check consume random numbers too).
+            data: the data config the run used (kept in the checkpoint for eval/sample scripts).
+            model_config: the config ``model`` was instantiated from (``_target_`` + arguments), kept
+                in the checkpoint so that it rebuilds the flow with no other input.
         """
         super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.model = build_model(model)
+        self.save_hyperparameters(logger=False, ignore=["model", "optimizer", "scheduler"])
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.ema = EMA(self.model, float(ema_decay)) if ema_decay else None
-        optim_cfg = dict(DEFAULT_OPTIM)
-        optim_cfg.update(dict(optim or {}))
-        if optim_cfg["name"].lower() not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optim_cfg['name']!r}: choose one of {', '.join(OPTIMIZERS)}")
-        self.optim_cfg = optim_cfg
         self.train_bpd = MeanMetric()
         self.val_bpd = MeanMetric()
         self.test_bpd = MeanMetric()
         self.val_bpd_best = MinMetric()
-        self._warmup_steps_cache: float | None = None
         self.skipped_steps = 0  # steps skipped for a non-finite loss/gradient (kept in checkpoints)
         self.consecutive_bad_steps = 0
         self._loss_finite = True
@@ -140,15 +114,12 @@ class FlowLitModule(LightningModule):
     def initialize_actnorm(self, images: torch.Tensor) -> None:
         """Data-dependent ActNorm init: one forward pass of the flow on ``images`` (uint8), with a
         seeded dequantisation, then (under DDP) broadcast of every tensor from rank 0."""
-        gen = torch.Generator().manual_seed(int(self.hparams.actnorm_init_seed))
-        dtype = next(self.model.parameters()).dtype
-        x = preprocess(images, self.n_bits, dequantize=False, dtype=dtype)
-        x = x + torch.rand(x.shape, generator=gen, dtype=dtype) / 2**self.n_bits
+        x = dequantized(images, self.n_bits, int(self.hparams.actnorm_init_seed), like=next(self.model.parameters()))
         for a in actnorm_layers(self.model):
             a.initialized.fill_(False)
         was_training = self.model.training
         self.model.train()
-        self.model.log_prob(x.to(self.device))
+        self.model.log_prob(x)
         self.model.train(was_training)
         self._broadcast_from_rank0(self.model)
         if self.ema is not None:
@@ -194,7 +165,7 @@ class FlowLitModule(LightningModule):
         """A clear error when the data's images do not fit the model (channels, size, dtype)."""
         m = self.model
         expected = (int(m.in_channels), int(m.image_size), int(m.image_size))
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected or images.dtype != torch.uint8:
+        if dims_mismatch(m, images) or images.dtype != torch.uint8:
             got = "x".join(map(str, images.shape[1:])) if images.ndim == 4 else str(list(images.shape))
             raise ConfigError(
                 f"the {what} are {images.dtype} {got} but the model expects uint8 "
@@ -271,7 +242,7 @@ class FlowLitModule(LightningModule):
             raise NonFiniteTrainingError(
                 f"training stopped at step {self.trainer.global_step}: {self.consecutive_bad_steps} consecutive steps "
                 f"had a non-finite loss or gradient (all skipped, {self.skipped_steps} in total); the checkpoints "
-                f"written so far are intact: lower optim.lr or check the data, then resume with ckpt_path=last "
+                f"written so far are intact: lower optimizer.lr or check the data, then resume with ckpt_path=last "
                 f"(max_bad_steps sets this limit)"
             )
 
@@ -282,6 +253,7 @@ class FlowLitModule(LightningModule):
         self._step_skipped = False
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cincflow_format"] = CHECKPOINT_FORMAT
         checkpoint["nonfinite_steps"] = {"skipped": self.skipped_steps, "consecutive": self.consecutive_bad_steps}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -296,55 +268,25 @@ class FlowLitModule(LightningModule):
             trainer.fit_loop.setup_data()  # what Trainer.estimated_stepping_batches does too
             batches = trainer.num_training_batches
         if not math.isfinite(batches) or batches <= 0:
-            raise RuntimeError("warmup_epochs needs a sized training dataloader; set optim.warmup_steps instead")
+            raise RuntimeError("scheduler.warmup_epochs needs a sized training dataloader; set scheduler.warmup_steps instead")
         return math.ceil(batches / trainer.accumulate_grad_batches)
 
-    def warmup_steps(self) -> float:
-        """Number of optimiser steps of the linear learning-rate warm-up."""
-        if self._warmup_steps_cache is None:
-            steps = self.optim_cfg.get("warmup_steps")
-            if steps is None:
-                epochs = float(self.optim_cfg.get("warmup_epochs") or 0.0)
-                steps = epochs * self._steps_per_epoch() if epochs > 0 else 0
-            self._warmup_steps_cache = float(steps)
-        return self._warmup_steps_cache
-
-    def lr_factor(self, step: int) -> float:
-        """Multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
-        warmup = self.warmup_steps()
-        return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        o = self.optim_cfg
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = OPTIMIZERS[o["name"].lower()](
-            params, lr=float(o["lr"]), betas=tuple(o["betas"]), eps=float(o["eps"]),
-            weight_decay=float(o["weight_decay"]),
-        )
-        self._warmup_steps_cache = None
-        self.warmup_steps()  # resolve now (needs the train dataloader's length for warmup_epochs)
-
-        def factor(step: int) -> float:  # a plain function: not pickled into the checkpoint
-            return self.lr_factor(step)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise RuntimeError("this FlowLitModule has no optimizer: pass optimizer=... (e.g. the `optimizer` config) to train it")
+        optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, self._steps_per_epoch)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
-    # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample_fixed(self, n: int, temperature: float, seed: int = 0) -> torch.Tensor:
-        """n model-space samples of :attr:`eval_model` from the fixed noise of ``seed``."""
-        model = self.eval_model
-        noise = [z.to(self.device, next(model.parameters()).dtype) for z in fixed_noise(model.latent_shapes(), n, seed)]
-        return model.sample(n, temperature=temperature, noise=noise)
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, weights_only=None, **kwargs) -> "FlowLitModule":
+        """The module of a checkpoint, from the file alone (the flow rebuilt from ``model_config``), in
+        eval mode on ``map_location`` (default: the CPU); see :func:`cincflow.training.loading.load_module`.
+        ``weights_only`` is accepted for Lightning's signature: checkpoints are read in full."""
+        from .loading import load_module  # loading builds on this class
 
-    @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """x -> z -> x with :attr:`eval_model`; returns (model-space input, reconstruction)."""
-        model = self.eval_model
-        gen = torch.Generator().manual_seed(int(seed))
-        dtype = next(model.parameters()).dtype
-        x = preprocess(images.cpu(), self.n_bits, dequantize=False, dtype=dtype)
-        x = (x + torch.rand(x.shape, generator=gen, dtype=dtype) / 2**self.n_bits).to(self.device)
-        zs, _ = model.encode(x)
-        return x, model.decode(zs)
+        if kwargs:
+            raise TypeError(f"FlowLitModule.load_from_checkpoint takes no {', '.join(kwargs)}: the checkpoint has everything")
+        return load_module(checkpoint_path, device=str(map_location or "cpu"))

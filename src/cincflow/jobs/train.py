@@ -1,0 +1,185 @@
+"""``src/train.py``: fit, then test the best checkpoint; a final sample grid from the best weights,
+``metrics.json`` and one summary at the end."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from omegaconf import DictConfig
+from torchvision.utils import save_image
+
+from ..errors import ConfigError
+from ..paths import ensure_writable_dir
+from ..training.callbacks import update_metrics_json
+from ..training.checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
+from ..training.data_order import ResumableShuffle
+from ..training.lit_module import FlowLitModule
+from ..training.loading import build_model, load_module
+from ..training.loggers import finish_wandb, instantiate_loggers
+from ..viz import sample_grid
+from .common import check_data_first, fill_model_from_data, instantiate_callbacks, instantiate_data, instantiate_trainer, plain, say, torch_threads
+
+
+def per_process_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDataModule) -> int:
+    """Per-process batch size: ``data.batch_size`` unless ``global_batch_size`` is set, which is
+    then split evenly over all processes (devices x nodes)."""
+    global_bs = cfg.get("global_batch_size")
+    if global_bs:
+        ws = trainer.world_size
+        if int(global_bs) % ws:
+            raise ConfigError(f"global_batch_size={global_bs} is not divisible by the {ws} processes: choose a multiple of {ws}")
+        datamodule.batch_size = int(global_bs) // ws
+    return int(datamodule.batch_size)
+
+
+def checkpoint_paths(trainer: Trainer) -> tuple[str, str]:
+    """(best checkpoint by the monitored metric, last checkpoint); "" when there is none. The last
+    one is the file of a ModelCheckpoint without ``monitor`` (conf/callbacks: last_checkpoint)."""
+    best = last = ""
+    for cb in trainer.checkpoint_callbacks:
+        if cb.monitor:
+            best = best or cb.best_model_path or ""
+        else:
+            path = cb.best_model_path or (cb.format_checkpoint_name({}) if cb.dirpath else "")
+            last = last or (path if path and os.path.isfile(path) else "")
+        last = last or cb.last_model_path or ""
+    return best, last
+
+
+def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Fit, test the best checkpoint, write samples.png and metrics.json; returns the metrics
+    (on global rank 0; an empty dict elsewhere). ``extra_callbacks`` are added to the config's."""
+    with torch_threads(cfg.get("num_threads")):
+        return _train(cfg, extra_callbacks)
+
+
+def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str, Any]:
+    start = time.time()
+    if cfg.get("seed") is not None:
+        seed_everything(int(cfg.seed), workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    ensure_writable_dir(output_dir)
+
+    datamodule: LightningDataModule = instantiate_data(cfg.data)
+    check_data_first(datamodule)  # before the model is built or a logger starts
+    fill_model_from_data(cfg.model, datamodule)
+
+    ckpt_path = cfg.get("ckpt_path")
+    wandb_id = None
+    ckpt: dict[str, Any] | None = None
+    if ckpt_path:
+        ckpt_path = resolve_ckpt_path(ckpt_path, cfg, same_task=True)
+        ckpt = load_checkpoint_dict(ckpt_path)
+        wandb_id = ckpt.get("wandb_run_id")
+
+    module = FlowLitModule(
+        build_model(cfg.model),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        ema_decay=cfg.ema_decay,
+        actnorm_init_images=int(cfg.actnorm_init_images),
+        max_bad_steps=cfg.max_bad_steps,
+        actnorm_init_seed=int(cfg.get("seed") or 0),
+        noise_seed=int(cfg.seed) if cfg.get("seed") is not None else None,
+        data=plain(cfg.data),
+        model_config=plain(cfg.model),
+    )
+    if ckpt is not None:
+        check_state_dict(module, ckpt, ckpt_path)  # a different architecture: which keys/shapes differ
+        del ckpt
+    callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
+    callbacks.append(ResumableShuffle())  # training data order = f(data.seed, epoch): same after a resume
+    loggers = instantiate_loggers(cfg.get("logger"), wandb_resume_id=wandb_id)
+    plugins = [AtomicCheckpointIO()] if cfg.atomic_checkpoints else None
+    trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    batch = per_process_batch(cfg, trainer, datamodule)
+
+    model = module.model
+    counts = model.parameter_counts()
+    hparams = {**plain(cfg), "parameters": counts, "effective_batch_size": batch * trainer.world_size}
+    for lg in loggers:
+        lg.log_hyperparams(hparams)
+    say(
+        f"Glow conv={model.conv} coupling={model.coupling} L={cfg.model.levels} K={cfg.model.depth} "
+        f"width={cfg.model.width}: {counts['total']:,} parameters | data {type(datamodule).__name__} "
+        f"{model.in_channels}x{model.image_size}x{model.image_size}, {model.n_bits} bits | "
+        f"batch {batch} per process x {trainer.world_size} process(es) = {batch * trainer.world_size} | "
+        f"output {output_dir}"
+    )
+    if ckpt_path:
+        say(f"Resuming from {ckpt_path}" + (f" (W&B run {wandb_id})" if wandb_id else ""))
+
+    metrics_path = output_dir / "metrics.json"
+    result: dict[str, Any] = {}
+    try:
+        if cfg.train:
+            trainer.fit(
+                module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False
+            )
+        best, last = checkpoint_paths(trainer)
+        if not cfg.train and ckpt_path:  # train=false ckpt_path=...: test that checkpoint
+            best = str(ckpt_path)
+        if cfg.test:
+            if best:
+                trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=False)
+            else:
+                say("No best checkpoint (no validation or checkpointing): testing the current weights")
+                trainer.test(module, datamodule=datamodule)
+        if trainer.is_global_zero:
+            result = _finish(cfg, trainer, module, best, last, metrics_path, time.time() - start)
+    finally:
+        finish_wandb()
+    return result
+
+
+def _finish(cfg, trainer, module, best, last, metrics_path, seconds) -> dict[str, Any]:
+    """Rank 0: final sample grid from the best weights, metrics.json, summary lines."""
+    output_dir = Path(cfg.paths.output_dir)
+    samples_png = None
+    scfg = cfg.get("samples") or {}
+    if int(scfg.get("n", 0) or 0) > 0:
+        final = load_module(best, use_ema=True) if best else module.eval()
+        grid, _ = sample_grid(final.eval_model, int(scfg.n), list(scfg.temperatures), int(scfg.seed))
+        samples_png = str(output_dir / "samples.png")
+        save_image(grid, samples_png)
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items()
+        if isinstance(v, (int, float, torch.Tensor)) and torch.as_tensor(v).numel() == 1
+    }
+    # under ddp_spawn the training ran in child processes: their metrics.json knows the step count
+    before = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    record = update_metrics_json(
+        metrics_path,
+        {
+            **metrics,
+            "best_checkpoint": best or None,
+            "last_checkpoint": last or None,
+            "samples_png": samples_png,
+            "output_dir": str(output_dir),
+            "global_step": max(trainer.global_step, int(before.get("global_step", 0))),
+            "epoch": max(trainer.current_epoch, int(before.get("epoch", 0))),
+            "train_seconds": round(seconds, 1),
+            "conv": module.model.conv,
+            "coupling": module.model.coupling,
+        },
+    )
+    lines = ["", f"Done in {seconds / 60:.1f} min, {record['global_step']} steps."]
+    if "test/bpd" in record:
+        lines.append(f"test bits/dim: {record['test/bpd']:.4f}" + (" (best checkpoint)" if best else ""))
+    if record.get("val/bpd_best") is not None:
+        lines.append(f"best val bits/dim: {record['val/bpd_best']:.4f}")
+    if best:
+        lines.append(f"checkpoint: {best}")
+    if last and last != best:
+        lines.append(f"last checkpoint: {last}")
+    if samples_png:
+        lines.append(f"samples: {samples_png}")
+    lines.append(f"metrics: {metrics_path}")
+    print("\n".join(lines), flush=True)
+    return record
