@@ -5,6 +5,7 @@ k x k conv alone (no 1x1 conv, as in the paper). coupling in {"affine", "additiv
 """
 from __future__ import annotations
 
+from . import CONVS
 from .actnorm import ActNorm
 from .cinc import CInCConv
 from .coupling import AdditiveCoupling, AffineCoupling
@@ -13,7 +14,6 @@ from .invconv1x1 import InvConv1x1
 from .quad import QuadCoupling
 from .sequential import FlowSequential
 
-CONVS = ("cinc", "emerging", "glow")
 COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling, "quad": QuadCoupling}
 
 
