@@ -139,7 +139,7 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
         (["model.levels=4"], ("invalid model configuration", "not divisible by 2^levels = 16")),
         (["model.depth=0"], ("invalid model configuration", "depth must be a positive integer")),
         (["model.width=-4"], ("width must be a positive integer",)),
-        (["model.conv_kwargs.inverse=magic"], ("unknown inverse mode 'magic'",)),
+        (["model.conv_kwargs.solver=magic"], ("unknown solver 'magic'",)),
         (["coupling=quad", "model.coupling=quadd"], ("unknown coupling 'quadd'",)),
         ([f"ckpt_path={d / 'nope.ckpt'}"], ("nope.ckpt does not exist",)),
         ([f"ckpt_path={d / 'notes.ckpt'}"], ("notes.ckpt is not a checkpoint",)),

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch import Callback
 
 from cincflow.layers.actnorm import ActNorm
-from cincflow.layers.causal import check_inverse_mode
+from cincflow.layers.solvers import make_solver
 from cincflow.training import FlowLitModule
 from cincflow.training.run import train
 
@@ -219,11 +219,11 @@ def test_config_groups_compose(compose_cfg, tmp_path):
     cfg = compose_cfg("train", ["conv=emerging", "coupling=quad"], tmp_path)
     assert cfg.model._target_ == "cincflow.Glow"
     assert (cfg.model.conv, cfg.model.coupling) == ("emerging", "quad")
-    check_inverse_mode(cfg.model.conv_kwargs.inverse)  # the inverse algorithm's default is a valid mode
+    make_solver(cfg.model.conv_kwargs.solver)  # the default solver is a valid one
     assert (cfg.model.levels, cfg.model.depth, cfg.model.width) == (3, 32, 512)  # paper defaults
     assert cfg.optim.name == "adamax" and cfg.optim.lr == 1e-3 and cfg.optim.warmup_epochs == 10
     cinc = dict(compose_cfg("train", ["conv=cinc"], tmp_path).model.conv_kwargs)
-    check_inverse_mode(cinc.pop("inverse"))
+    make_solver(cinc.pop("solver"))
     assert cinc == {"kernel_size": 3, "fixed_diagonal": False, "init_std": 0.01}
     assert dict(compose_cfg("train", ["conv=glow"], tmp_path).model.conv_kwargs) == {}
     ddp = compose_cfg("train", ["trainer=ddp"], tmp_path).trainer
