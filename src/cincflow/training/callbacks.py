@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from torchvision.utils import make_grid, save_image
 
 from ..preprocess import postprocess
-from ..sampling import tracking_residuals, worst_residual
+from ..sampling import AccuracyReport, accuracy_report, tracking_accuracy, warn_if_inaccurate
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +50,20 @@ def sample_grid(pl_module, n: int, temperatures: list[float], seed: int) -> torc
 
 def sample_grid_with_health(pl_module, n: int, temperatures: list[float], seed: int) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`sample_grid` plus ``nonfinite_samples`` (share of samples with a NaN/inf value, which
-    the PNG can only show clamped) and ``inverse_residual_max`` (worst relative residual of the
-    CInC/Emerging inverses in these passes; NaN counts as worst)."""
-    blocks, bad, total, residual = [], 0, 0, 0.0
-    with tracking_residuals(pl_module.eval_model) as layers:
+    the PNG can only show clamped), ``inverse_residual_max`` (worst relative residual of the
+    CInC/Emerging inverses in these passes; NaN counts as worst), ``inverse_error_bound`` (the worst
+    layer's forward-error bound cond_inf * residual, cincflow.sampling) and ``accuracy`` (its report)."""
+    blocks, bad, total, report = [], 0, 0, AccuracyReport()
+    with tracking_accuracy(pl_module.eval_model) as layers:
         for t in temperatures:
             x = pl_module.sample_fixed(n, float(t), seed)
             bad += int((~torch.isfinite(x.flatten(1))).any(dim=1).sum())
             total += x.shape[0]
-            residual = max(residual, worst_residual(layers), key=lambda r: math.inf if math.isnan(r) else r)
+            report = report.worst(accuracy_report(layers))
             blocks.append(grid_of(postprocess(x, pl_module.n_bits)))
     grid = make_grid(torch.stack(blocks), nrow=len(blocks), padding=4, pad_value=1.0)
-    return grid, {"nonfinite_samples": bad / max(total, 1), "inverse_residual_max": float(residual)}
+    return grid, {"nonfinite_samples": bad / max(total, 1), "inverse_residual_max": float(report.residual),
+                  "inverse_error_bound": float(report.bound), "accuracy": report}
 
 
 def health_warning(name: str, value: float, threshold: float, epoch: int, hint: str) -> None:
@@ -104,10 +106,13 @@ class SampleGrids(Callback):
     WandbLogger, to W&B as images.
 
     Numerical health, logged with them: ``val/nonfinite_samples`` (share of the grid's samples with a
-    NaN/inf value) and ``val/inverse_residual_max`` (worst relative residual of the CInC/Emerging
-    inverses while sampling). A RuntimeWarning and a log line when ``val/recon_err_max`` exceeds
-    ``recon_err_warn``, the non-finite share exceeds ``nonfinite_warn`` or the residual exceeds
-    ``residual_warn``: an ill-conditioned CInC/Emerging kernel makes every exact inverse inaccurate."""
+    NaN/inf value), ``val/inverse_residual_max`` (worst relative residual of the CInC/Emerging
+    inverses while sampling) and ``val/inverse_error_bound`` (the worst layer's forward-error bound
+    cond_inf * residual, which sees ill-conditioning the residual cannot). A RuntimeWarning and a log
+    line when ``val/recon_err_max`` exceeds ``recon_err_warn``, the non-finite share exceeds
+    ``nonfinite_warn`` or the residual exceeds ``residual_warn``; an InverseAccuracyWarning naming the
+    layer when the bound exceeds ``error_bound_warn``: an ill-conditioned CInC/Emerging kernel makes
+    every exact inverse inaccurate."""
 
     def __init__(
         self,
@@ -120,6 +125,7 @@ class SampleGrids(Callback):
         recon_err_warn: float = 1e-3,
         nonfinite_warn: float = 0.0,
         residual_warn: float = 1e-3,
+        error_bound_warn: float = 1e-3,
     ):
         super().__init__()
         self.dir = Path(output_dir) / "samples"
@@ -131,6 +137,7 @@ class SampleGrids(Callback):
         self.recon_err_warn = float(recon_err_warn)
         self.nonfinite_warn = float(nonfinite_warn)
         self.residual_warn = float(residual_warn)
+        self.error_bound_warn = float(error_bound_warn)
         self._val_images: torch.Tensor | None = None
         self.last_png: str | None = None
 
@@ -166,6 +173,8 @@ class SampleGrids(Callback):
             grid, health = sample_grid_with_health(pl_module, self.n, self.temperatures, self.seed)
             pl_module.log("val/nonfinite_samples", health["nonfinite_samples"], rank_zero_only=True)
             pl_module.log("val/inverse_residual_max", health["inverse_residual_max"], rank_zero_only=True)
+            pl_module.log("val/inverse_error_bound", health["inverse_error_bound"], rank_zero_only=True)
+            warn_if_inaccurate(health["accuracy"], self.error_bound_warn)
             health_warning("val/nonfinite_samples (share)", health["nonfinite_samples"], self.nonfinite_warn, epoch,
                            "some samples are NaN/inf (shown clamped in the PNG)")
             health_warning("val/inverse_residual_max", health["inverse_residual_max"], self.residual_warn, epoch,

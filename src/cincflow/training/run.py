@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..errors import CheckpointError, ConfigError
 from ..preprocess import postprocess, preprocess
-from ..sampling import sample_with_check
+from ..sampling import AccuracyReport, sample_with_check
 from .callbacks import ResumableShuffle, grid_of, reconstruction_grid, sample_grid, update_metrics_json
 from .checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
 from .lit_module import FlowLitModule, fixed_noise
@@ -446,7 +446,8 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     n, bs = int(cfg.n), max(1, int(cfg.get("batch_size") or cfg.n))
     blocks = []
     chunks = math.ceil(n / bs)
-    nonfinite, residual = 0, 0.0
+    nonfinite, accuracy = 0, AccuracyReport()
+    fallback = bool(cfg.get("float64_fallback", True))
     with tqdm(total=len(temps) * chunks, desc="sampling", unit="batch") as bar:
         for t in temps:
             images = []
@@ -454,8 +455,8 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
                 m = min(bs, n - i * bs)
                 model = module.eval_model
                 noise = [z.to(module.device) for z in fixed_noise(model.latent_shapes(), m, seed + i)]
-                x, res = sample_with_check(model, m, temperature=t, noise=noise)  # warns above 1e-3
-                residual = max(residual, res, key=lambda r: math.inf if math.isnan(r) else r)
+                x, report = sample_with_check(model, m, temperature=t, noise=noise, float64_fallback=fallback)  # warns above 1e-3
+                accuracy = accuracy.worst(report)
                 nonfinite += int((~torch.isfinite(x.flatten(1))).any(dim=1).sum())
                 images.append(postprocess(x, module.n_bits).cpu())
                 bar.update(1)
@@ -467,12 +468,15 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     total = n * len(temps)
     record: dict[str, Any] = {
         "checkpoint": str(ckpt), "samples_png": str(out_png), "n": n, "temperatures": temps,
-        "nonfinite_samples": nonfinite, "nonfinite_share": nonfinite / max(total, 1), "inverse_residual_max": residual,
+        "nonfinite_samples": nonfinite, "nonfinite_share": nonfinite / max(total, 1), "inverse_residual_max": accuracy.residual,
+        "inverse_error_bound": accuracy.bound, "inverse_error_bound_layer": accuracy.layer,
+        "float64_layers": list(accuracy.float64_layers),
     }
     lines = [
         f"samples ({n} per temperature, T = {', '.join(map(str, temps))}): {out_png}",
         f"non-finite samples: {nonfinite} of {total} (shown clamped to the pixel range in the PNG); "
-        f"worst relative inverse residual of the invertible convolutions: {residual:.2e}",
+        f"inverses of the invertible convolutions: {accuracy}"
+        + ("" if accuracy.float64_layers else " (float32 was accurate enough everywhere)" if fallback else ""),
     ]
     if nonfinite:
         logging.getLogger(__name__).warning("%d of %d samples are non-finite", nonfinite, total)
