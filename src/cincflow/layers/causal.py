@@ -60,21 +60,29 @@ class WavefrontPlan(NamedTuple):
     halo: torch.Tensor  # [len(taps), n, n]: -M[P, Q] A^-1 for each tap
 
 
+def tile_matrices(weight: torch.Tensor, tile: int) -> torch.Tensor:
+    """M [kt, kt, n, n] of the causal conv ``weight`` [C, C, k, k] on b x b tiles, read off the taps:
+    input entry (r, c, i) of tile t - (P, Q) reaches output entry (r', c', o) of tile t at the pixel
+    offset (dy, dx) = (P b + r' - r, Q b + c' - c), through W[o, i, k-1-dy, k-1-dx] if 0 <= dy, dx < k."""
+    k, b = weight.shape[-1], tile
+    kt = -(-(k - 1) // b) + 1
+    rows = torch.arange(b, device=weight.device)
+    off = torch.arange(kt, device=weight.device)[:, None, None] * b + rows[None, None, :] - rows[None, :, None]  # [P, r, r']
+    dy, dx = off[:, None, :, None, :, None], off[None, :, None, :, None, :]  # -> [P, Q, r, c, r', c']
+    inside = ((dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)).to(weight.dtype)
+    taps = weight[:, :, (k - 1 - dy).clamp(0, k - 1), (k - 1 - dx).clamp(0, k - 1)] * inside  # [o, i, P, Q, r, c, r', c']
+    n = b * b * weight.shape[0]
+    return taps.permute(2, 3, 4, 5, 1, 6, 7, 0).reshape(kt, kt, n, n)
+
+
 def wavefront_plan(weight: torch.Tensor, tile: int) -> WavefrontPlan:
     """Build the plan for the causal conv ``weight`` [C, C, k, k] on b x b tiles, in float64 (cast to
-    the weight's dtype). M[P, Q] is read off the response of a kt x kt tile image holding the n basis
-    tile vectors at tile (kt-1-P, kt-1-Q), measured at tile (kt-1, kt-1)."""
+    the weight's dtype), from :func:`tile_matrices`."""
     c, k = weight.shape[0], weight.shape[-1]
     b, kt = tile, -(-(k - 1) // tile) + 1
     n = b * b * c
     w64 = weight.to(torch.float64)
-    basis = torch.eye(n, dtype=w64.dtype, device=w64.device).view(n, b, b, c).permute(0, 3, 1, 2)
-    images = w64.new_zeros(kt, kt, n, c, kt * b, kt * b)
-    for p in range(kt):
-        for q in range(kt):
-            images[p, q, :, :, (kt - 1 - p) * b : (kt - p) * b, (kt - 1 - q) * b : (kt - q) * b] = basis
-    out = causal_conv(images.view(-1, c, kt * b, kt * b), w64)[..., (kt - 1) * b :, (kt - 1) * b :]
-    m = out.permute(0, 2, 3, 1).reshape(kt, kt, n, n)  # m[P, Q][input entry, output entry]
+    m = tile_matrices(w64, b)  # m[P, Q][input entry, output entry]
     eye = torch.eye(n, dtype=w64.dtype, device=w64.device)
     a_inv = torch.linalg.solve_triangular(m[0, 0], eye, upper=True)
     taps = tuple((p, q) for p in range(kt) for q in range(kt) if (p, q) != (0, 0))
