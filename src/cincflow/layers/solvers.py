@@ -214,9 +214,9 @@ class Auto(Solver):
         self.candidates = {s.name: s for s in (Tiled(), Wavefront(), Kernel(self.speeds))}
 
     @staticmethod
-    def choice(y: torch.Tensor, entries: dict) -> str | None:
+    def choice(y: torch.Tensor, entries: dict, tolerance: float = ACCURACY_TOLERANCE) -> str | None:
         """The solver decided for inputs like ``y`` in this weight state (None: not decided yet)."""
-        return entries.get(("auto", tuple(y.shape), y.dtype))
+        return entries.get(("auto", tuple(y.shape), y.dtype, tolerance))
 
     def fastest_first(self, y: torch.Tensor, weight: torch.Tensor, entries: dict) -> list[str]:
         """The candidates' names, fastest first for inputs like ``y`` (shared speed table)."""
@@ -235,7 +235,7 @@ class Auto(Solver):
 
     def solve(self, y, weight, bias=None, entries=None):
         entries = {} if entries is None else entries
-        key = ("auto", tuple(y.shape), y.dtype)
+        key = ("auto", tuple(y.shape), y.dtype, self.tolerance)
         if key in entries:
             return self.candidates[entries[key]].solve(y, weight, bias, entries)
         order = self.fastest_first(y, weight, entries)
