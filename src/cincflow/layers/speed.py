@@ -41,7 +41,7 @@ def kernel_macs(c: int, h: int, w: int) -> dict[str, float]:
 class SpeedTable:
     """Options ranked fastest first, per key (see the module docstring for how)."""
 
-    def __init__(self, budget_s: float = 0.15, threshold: float = 16.0, timer: Callable = wall_time):
+    def __init__(self, budget_s: float = 0.1, threshold: float = 16.0, timer: Callable = wall_time):
         self.budget_s, self.threshold, self.timer = budget_s, threshold, timer
         self._ranking: dict[Hashable, list[str]] = {}
 
