@@ -20,7 +20,7 @@ from _entry import ROOT  # sets up sys.path and PROJECT_ROOT
 
 import torch  # noqa: E402
 
-from cincflow.benchmark import SIZES, markdown, run, write  # noqa: E402
+from cincflow.bench import SIZES, markdown, run, write  # noqa: E402
 from cincflow.errors import ConfigError, report_errors  # noqa: E402
 
 KEYS = ("size", "device", "out", "threads")

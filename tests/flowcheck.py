@@ -1,4 +1,5 @@
-"""Shared checks for flow layers: randomised weights and brute-force Jacobians (float64)."""
+"""Shared checks for flow layers: randomised weights, brute-force Jacobians (float64), and the adapter
+that lets :class:`~cincflow.layers.split.Split` run through the same checks."""
 from __future__ import annotations
 
 import torch
@@ -14,6 +15,26 @@ def randomize(module: torch.nn.Module, x: torch.Tensor, scale: float = 0.1, seed
     for p in module.parameters():
         p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
     return module
+
+
+class SplitAsFlow(torch.nn.Module):
+    """Split in the layers' interface, as the bijection its prior defines: x = (kept, z) ->
+    (kept, eps) with eps = (z - mean(kept)) / std(kept), log|det| = -sum log std; the inverse is
+    ``split.inverse(kept, eps=eps)``, the sampling path. So log p(z | kept) = log N(eps; 0, I) + log|det|."""
+
+    def __init__(self, split: torch.nn.Module):
+        super().__init__()
+        self.split = split
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kept, z, _ = self.split(x)
+        mean, log_std = self.split.prior(kept).chunk(2, dim=1)
+        return torch.cat([kept, (z - mean) * torch.exp(-log_std)], dim=1), -log_std.flatten(1).sum(1)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kept, eps = y.chunk(2, dim=1)
+        _, log_std = self.split.prior(kept).chunk(2, dim=1)
+        return self.split.inverse(kept, None, 1.0, eps), log_std.flatten(1).sum(1)
 
 
 def jacobian_matrix(fn, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""The speed benchmark (issue #4) runs end to end at a tiny size and writes valid JSON and markdown;
-its reference algorithm (the published sequential substitution) is itself exact."""
+"""The speed benchmark (issues #4, #10) runs end to end at a tiny size and writes valid JSON and
+markdown; its free-inverse pass replays the real samples without solving."""
 from __future__ import annotations
 
 import json
@@ -9,24 +9,13 @@ from pathlib import Path
 
 import torch
 
-from cincflow.benchmark import CONVS, COUPLINGS, SIZES, TARGETS, build_model, free_inverse, sequential_inverse
-from cincflow.layers.cinc import CInCConv
-from cincflow.layers.emerging import EmergingConv
-from cincflow.layers.causal import ALGORITHMS, INVERSE_MODES, causal_conv, causal_conv_inverse
+from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, free_inverse
+from cincflow.layers.step import CONVS
+from cincflow.layers import solvers
+
+TIMED = ("auto", "tiled", "wavefront", "kernel")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_sequential_reference_is_exact():
-    torch.manual_seed(0)
-    for k in (2, 3):
-        weight = torch.randn(3, 3, k, k, dtype=torch.float64) * 0.2
-        weight[:, :, k - 1, k - 1] = torch.tril(weight[:, :, k - 1, k - 1], -1) + torch.eye(3, dtype=torch.float64)
-        bias = torch.randn(3, dtype=torch.float64)
-        x = torch.randn(2, 3, 5, 4, dtype=torch.float64)
-        y = causal_conv(x, weight, bias)
-        torch.testing.assert_close(sequential_inverse(y, weight, bias), x, rtol=0, atol=1e-12)
-        torch.testing.assert_close(causal_conv_inverse(y, weight, bias, "tiled"), x, rtol=0, atol=1e-12)
 
 
 def test_free_inverse_replays_the_same_samples_without_solving(monkeypatch):
@@ -38,8 +27,8 @@ def test_free_inverse_replays_the_same_samples_without_solving(monkeypatch):
         real = model.sample(cfg["n"], 1.0, noise)
         replay = free_inverse(model, lambda: model.sample(cfg["n"], 1.0, noise))
         with monkeypatch.context() as patch:
-            for cls in (CInCConv, EmergingConv):
-                patch.setattr(cls, "_solve", lambda self, y: (_ for _ in ()).throw(AssertionError("solved")))
+            for cls in (solvers.Tiled, solvers.Kernel, solvers.Auto, solvers.Sequential):
+                patch.setattr(cls, "solve", lambda self, *a, **k: (_ for _ in ()).throw(AssertionError("solved")))
             for _ in range(2):  # the recording survives being replayed
                 assert torch.equal(replay(), real)
         assert torch.equal(model.sample(cfg["n"], 1.0, noise), real)  # the layers solve again afterwards
@@ -57,21 +46,27 @@ def test_benchmark_runs_end_to_end_and_writes_valid_json(tmp_path):
     assert {(m["conv"], m["coupling"]) for m in result["models"]} == {(c, k) for c in CONVS for k in COUPLINGS}
     for m in result["models"]:
         assert m["forward_s"] > 0 and m["reconstruction_error"] < 1e-4
-        assert m["sampling_best_s"] == min(m["sampling_s"][mode] for mode in m["sampling_s"] if mode != "sequential")
+        assert m["sampling_best_s"] == min(m["sampling_s"][name] for name in m["sampling_s"] if name != "sequential")
         if m["conv"] == "glow":
-            assert m["sample_residual"] == 0.0
+            assert m["sample_residual"] == 0.0 and m["worst_layer"]["name"] is None
         else:
-            assert set(m["sampling_s"]) == {*INVERSE_MODES, "sequential"}
-            assert set(m["conv_layers"]["inverse_over_forward"]) == {*INVERSE_MODES, "sequential"}
-            assert 0 < m["sample_residual"] < 1e-3
+            assert set(m["sampling_s"]) == {*TIMED, "sequential"}
+            assert set(m["conv_layers"]["inverse_over_forward"]) == {*TIMED, "sequential"}
+            assert 0 < m["sample_residual"] < m["worst_layer"]["bound"] < 1e-3
+            assert m["worst_layer"]["name"].startswith("levels.") and 0 < m["worst_layer"]["estimate"] < 1e-5
         assert m["peak_memory_bytes"]["sampling"] > 0
     (layer,) = result["layers"]
-    assert layer["auto_picks"] in ALGORITHMS and max(layer["error"].values()) < 1e-4
-    assert set(layer["peak_memory_bytes"]) == {"forward", *INVERSE_MODES}
-    assert {t["target"] for t in result["targets"]} == set(TARGETS) - {"layer_32x32x12_best_inverse_over_forward"}
+    assert layer["auto_picks"] in TIMED[1:] and max(layer["error"].values()) < 1e-4 and layer["condition_number"] >= 1
+    assert set(layer["peak_memory_bytes"]) == {"forward", *TIMED}
+    for dtype in ("float32", "float64"):  # the tiny size measures auto's first call only
+        (call,) = layer["first_call"][dtype].values()
+        assert set(layer["first_call"][dtype]) == {"auto"} and call["cold_s"] > 0 and call["warm_s"] > 0
+    layer_targets = {"layer_32x32x12_best_inverse_over_forward", "layer_32x32x12_first_call_over_budget"}
+    assert {t["target"] for t in result["targets"]} == set(TARGETS) - layer_targets
     for bound in result["emerging_over_cinc_bound"]:
         em, ci = ({m["conv"]: m for m in result["models"] if m["coupling"] == bound["coupling"]}[c] for c in ("emerging", "cinc"))
         assert 0 < ci["sampling_free_inverse_s"] and bound["ceiling"] == em["sampling_best_s"] / ci["sampling_free_inverse_s"]
     assert [b["coupling"] for b in result["emerging_over_cinc_bound"]] == list(COUPLINGS)
     md = out.with_suffix(".md").read_text()
     assert md in proc.stdout and "| cinc | quad |" in md and "Targets" in md and "Even with free solves" in md
+    assert "First (cold) call" in md and "| 12x4x4 | 4 | float64 |" in md

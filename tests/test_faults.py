@@ -20,12 +20,14 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch import Callback
 
+from cincflow import InverseAccuracyWarning
 from cincflow.errors import CheckpointWriteError, ConfigError, NonFiniteTrainingError
 from cincflow.training import FlowLitModule
 from cincflow.jobs import sample as sample_job
@@ -219,12 +221,14 @@ def test_sigkill_then_resume_with_ckpt_path_last_matches_an_uninterrupted_run(co
 # ---------------------------------------------------------------------------- numerical health
 def test_validation_logs_numerical_health_and_warns_over_thresholds(compose_cfg, tmp_path):
     cfg = compose_cfg("train", [*TINY, "test=false", "callbacks.samples.recon_err_warn=-1",
-                                "callbacks.samples.residual_warn=-1"], tmp_path)
+                                "callbacks.samples.residual_warn=-1", "callbacks.samples.error_bound_warn=-1"], tmp_path)
     with pytest.warns(RuntimeWarning, match="val/recon_err_max .* exceeds its threshold") as record:
         result = train(cfg)
     assert any("val/inverse_residual_max" in str(w.message) for w in record)
+    assert any(w.category is InverseAccuracyWarning and "(layer levels." in str(w.message) for w in record)
     assert result["val/nonfinite_samples"] == 0.0
-    assert 0 <= result["val/inverse_residual_max"] < 1e-3 and result["val/recon_err_max"] < 1e-3
+    assert 0 <= result["val/inverse_residual_max"] <= result["val/inverse_error_bound"] < 1e-3
+    assert result["val/recon_err_max"] < 1e-3
 
 
 def test_sample_script_reports_nonfinite_samples(compose_cfg, tmp_path, monkeypatch, capsys):
@@ -234,18 +238,21 @@ def test_sample_script_reports_nonfinite_samples(compose_cfg, tmp_path, monkeypa
 
     real = viz.sample_with_check
 
-    def with_a_nan(model, n, temperature=1.0, noise=None, tolerance=1e-3):
-        x, residual = real(model, n, temperature, noise, tolerance)
+    def with_a_nan(model, n, *args, **kwargs):
+        x, report = real(model, n, *args, **kwargs)
         x = x.clone()
         x[0, 0, 0, 0] = float("nan")
-        return x, residual
+        return x, report
 
     monkeypatch.setattr(viz, "sample_with_check", with_a_nan)
     cfg = compose_cfg("sample", [f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "n=5", "temperature=[0.5,1.0]",
                                  "device=cpu", "num_threads=1"], tmp_path / "s")
-    record = sample_job(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InverseAccuracyWarning)  # a trained model's inverses are accurate
+        record = sample_job(cfg)
     assert record["nonfinite_samples"] == 2 and record["nonfinite_share"] == pytest.approx(0.2)
-    assert record["inverse_residual_max"] < 1e-3
+    assert record["inverse_residual_max"] <= record["inverse_error_bound"] < 1e-3 and record["float64_layers"] == []
+    assert record["inverse_error_bound_layer"].startswith("levels.")
     assert "non-finite samples: 2 of 10" in capsys.readouterr().out
 
 

@@ -1,5 +1,6 @@
 """Every flow layer, float64 on tiny inputs with randomised weights: exact inverse, log-determinant
-equal to the brute-force Jacobian's, inverse log-determinant = -forward's."""
+equal to the brute-force Jacobian's, inverse log-determinant = -forward's. CInC and Emerging run with
+each solver named (``cinc3[tiled]``, ...), never through ``auto``'s choice."""
 from __future__ import annotations
 
 import pytest
@@ -13,10 +14,11 @@ from cincflow import (
     EmergingConv,
     InvConv1x1,
     QuadCoupling,
+    Split,
     Squeeze,
 )
 from cincflow.layers.step import flow_step
-from flowcheck import brute_force_logdet, randomize
+from flowcheck import SplitAsFlow, brute_force_logdet, randomize
 
 
 pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
@@ -26,17 +28,18 @@ B, C, H, W = 2, 4, 4, 4
 LAYERS = {
     "actnorm": lambda: ActNorm(C),
     "invconv1x1": lambda: InvConv1x1(C),
-    "cinc3": lambda: CInCConv(C),
-    "cinc2": lambda: CInCConv(C, kernel_size=2),
-    "cinc3_fixed_diag": lambda: CInCConv(C, fixed_diagonal=True),
-    "emerging": lambda: EmergingConv(C),
+    **{f"cinc3[{s}]": (lambda s=s: CInCConv(C, solver=s)) for s in ("tiled", "wavefront", "kernel", "sequential")},
+    "cinc2[tiled]": lambda: CInCConv(C, kernel_size=2, solver="tiled"),
+    "cinc3_fixed_diag[kernel]": lambda: CInCConv(C, fixed_diagonal=True, solver="kernel"),
+    **{f"emerging[{s}]": (lambda s=s: EmergingConv(C, solver=s)) for s in ("tiled", "wavefront", "kernel", "sequential")},
     "affine": lambda: AffineCoupling(C, width=8),
     "affine_no_actnorm": lambda: AffineCoupling(C, width=8, actnorm=False),
     "additive": lambda: AdditiveCoupling(C, width=8),
     "quad": lambda: QuadCoupling(C, width=8),
     "squeeze": lambda: Squeeze(),
-    "step_cinc_quad": lambda: flow_step(C, "cinc", "quad", 8),
-    "step_emerging_affine": lambda: flow_step(C, "emerging", "affine", 8),
+    "split": lambda: SplitAsFlow(Split(C)),
+    "step_cinc_quad[wavefront]": lambda: flow_step(C, "cinc", "quad", 8, {"solver": "wavefront"}),
+    "step_emerging_affine[tiled]": lambda: flow_step(C, "emerging", "affine", 8, {"solver": "tiled"}),
     "step_glow_additive": lambda: flow_step(C, "glow", "additive", 8),
 }
 
@@ -73,6 +76,20 @@ def test_inverse_logdet_is_minus_forward(layer_and_input):
     assert inv_logdet.shape == (B,)
     torch.testing.assert_close(inv_logdet, -logdet, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(inv_logdet, brute_force_logdet(lambda v: layer.inverse(v), y), rtol=1e-8, atol=1e-12)
+
+
+def test_split_log_prob_is_the_standard_normal_of_its_bijection():
+    """log p(z | kept) of Split (randomised prior network) = log N(eps; 0, I) + log|det| of
+    :class:`flowcheck.SplitAsFlow`, whose Jacobian the shared checks above verify."""
+    torch.manual_seed(0)
+    x = torch.randn(B, C, H, W)
+    split = randomize(Split(C).double(), x, scale=0.2)
+    _, _, log_p = split(x)
+    y, logdet = SplitAsFlow(split)(x)
+    eps = y.chunk(2, dim=1)[1]
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(eps).flatten(1).sum(1) + logdet
+    assert logdet.abs().min() > 1e-3, "the randomised prior should not be the standard normal"
+    torch.testing.assert_close(log_p, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_actnorm_initialises_to_zero_mean_unit_variance():
@@ -116,7 +133,7 @@ def test_layers_refuse_bad_shapes():
         AffineCoupling(3, width=8)
     with pytest.raises(ValueError, match="even height and width"):
         Squeeze()(torch.zeros(1, 1, 3, 4))
-    with pytest.raises(ValueError, match="unknown inverse mode 'magic'"):
-        CInCConv(4, inverse="magic")
+    with pytest.raises(ValueError, match="unknown solver 'magic': choose one of auto, tiled"):
+        CInCConv(4, solver="magic")
     with pytest.raises(ValueError, match="unknown conv 'cnic'"):
         flow_step(4, conv="cnic")

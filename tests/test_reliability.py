@@ -97,6 +97,8 @@ def format_1(ckpt: dict) -> dict:
     conv = dict(model.pop("conv"))
     name = conv.pop("_target_").rsplit(".", 1)[-1]
     del conv["_partial_"]
+    if "solver" in conv:  # format 1 called it `inverse`
+        conv["inverse"] = conv.pop("solver")
     model.update(conv=name, conv_kwargs=conv)
     optim = {"name": "adamax", "lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
              "warmup_steps": 2, "warmup_epochs": 0}
@@ -163,7 +165,7 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
     raw = tiny_checkpoint.read_bytes()
     (d / "truncated.ckpt").write_bytes(raw[: len(raw) // 2])
     unbuildable = format_1(torch.load(tiny_checkpoint, map_location="cpu", weights_only=False))
-    unbuildable["hyper_parameters"]["model"]["conv_kwargs"]["solver"] = "auto"  # an option this version lacks
+    unbuildable["hyper_parameters"]["model"]["conv_kwargs"]["dilation"] = 2  # an option this version's conv lacks
     torch.save(unbuildable, d / "old.ckpt")
     ckpt_before = raw
 
@@ -185,7 +187,7 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
         (["model.levels=4"], ("invalid model configuration", "not divisible by 2^levels = 16")),
         (["model.depth=0"], ("invalid model configuration", "depth must be a positive integer")),
         (["model.width=-4"], ("width must be a positive integer",)),
-        (["model.conv.inverse=magic"], ("unknown inverse mode 'magic'",)),
+        (["model.conv.solver=magic"], ("unknown solver 'magic'",)),
         (["conv=glow", "+model.conv.init_std=0.1"], ("invalid model configuration", "unexpected keyword argument 'init_std'")),
         (["coupling=quad", "model.coupling=quadd"], ("unknown coupling 'quadd'",)),
         ([f"ckpt_path={d / 'nope.ckpt'}"], ("nope.ckpt does not exist",)),
@@ -214,7 +216,7 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
          ("does not match the checkpoint's model",)),
         (("sample", ["ckpt_path=last", f"paths.log_dir={d / 'nolog'}", run(105)]), ("found no checkpoint",)),
         (("eval", [f"ckpt_path={d / 'old.ckpt'}", run(106)]),
-         ("old.ckpt stores model settings this version cannot build", "unexpected keyword argument 'solver'",
+         ("old.ckpt stores model settings this version cannot build", "unexpected keyword argument 'dilation'",
           "load its state_dict into a model built with matching settings")),
         (("benchmark", ["size=huge"]), ("unknown size 'huge'", "paper, cpu, tiny")),
         (("benchmark", ["size=tiny", "device=cuda:64"]), ("device=cuda:64", "CUDA GPU(s) on this machine", "device=cpu")),

@@ -14,7 +14,7 @@ from lightning.pytorch import Callback
 from omegaconf import open_dict
 
 from cincflow.layers.actnorm import ActNorm
-from cincflow.layers.causal import check_inverse_mode
+from cincflow.layers.solvers import make_solver
 from cincflow.training import FlowLitModule
 from cincflow.jobs import train
 
@@ -220,11 +220,11 @@ def test_config_groups_compose(compose_cfg, tmp_path):
     cfg = compose_cfg("train", ["conv=emerging", "coupling=quad"], tmp_path)
     assert cfg.model._target_ == "cincflow.Glow"
     assert (cfg.model.conv._target_, cfg.model.coupling) == ("cincflow.layers.step.emerging", "quad")
-    check_inverse_mode(cfg.model.conv.inverse)  # the inverse algorithm's default is a valid mode
+    make_solver(cfg.model.conv.solver)  # the default solver is a valid one
     assert (cfg.model.levels, cfg.model.depth, cfg.model.width) == (3, 32, 512)  # paper defaults
     assert cfg.optimizer._target_ == "torch.optim.Adamax" and cfg.optimizer.lr == 1e-3 and cfg.scheduler.warmup_epochs == 10
     cinc = dict(compose_cfg("train", ["conv=cinc"], tmp_path).model.conv)
-    check_inverse_mode(cinc.pop("inverse"))
+    make_solver(cinc.pop("solver"))
     assert cinc == {"_target_": "cincflow.layers.step.cinc", "_partial_": True, "kernel_size": 3,
                     "fixed_diagonal": False, "init_std": 0.01}
     assert dict(compose_cfg("train", ["conv=glow"], tmp_path).model.conv) == {

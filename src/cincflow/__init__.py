@@ -11,6 +11,7 @@ from .layers.squeeze import Squeeze
 from .model import Glow
 from .params import count_parameters
 from .preprocess import bits_per_dim, postprocess, preprocess
+from .sampling import InverseAccuracyWarning, sample_with_check
 
 __all__ = [
     "ActNorm",
@@ -21,6 +22,7 @@ __all__ = [
     "FlowSequential",
     "Glow",
     "InvConv1x1",
+    "InverseAccuracyWarning",
     "QuadCoupling",
     "Split",
     "Squeeze",
@@ -28,4 +30,5 @@ __all__ = [
     "count_parameters",
     "postprocess",
     "preprocess",
+    "sample_with_check",
 ]

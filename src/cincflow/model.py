@@ -8,11 +8,13 @@ log-determinant of x -> latents; ``decode`` is its exact inverse.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import torch
 from torch import nn
 
+from .layers.quarter_plane import QuarterPlaneConv
 from .layers.sequential import FlowSequential
 from .layers.split import Split, gaussian_log_prob, gaussian_sample
 from .layers.squeeze import Squeeze
@@ -170,6 +172,21 @@ class Glow(nn.Module):
         """n model-space samples; latents = mean + std * temperature * eps, eps ~ N(0, I) or ``noise``
         (one standard-normal tensor per latent, shapes [n, *latent_shapes()[i]]) for fixed grids."""
         return self._decode([None] * len(self.levels), n, temperature, noise)
+
+    @torch.no_grad()
+    def condition_report(self) -> list[tuple[str, float, float]]:
+        """(name, cond_inf on its level's grid, cond_inf * unit round-off of the model's dtype) of every
+        CInC / Emerging layer, worst first: the accuracy estimate before sampling
+        (:meth:`cincflow.layers.quarter_plane.QuarterPlaneConv.condition_number`)."""
+        u = torch.finfo(self.top_prior.dtype).eps / 2
+        rows = []
+        for i, flow in enumerate(self.levels):
+            side = self.image_size >> (i + 1)
+            for name, m in flow.named_modules(prefix=f"levels.{i}"):
+                if isinstance(m, QuarterPlaneConv):
+                    cond = m.condition_number(side, side)
+                    rows.append((name, cond, cond * u))
+        return sorted(rows, key=lambda row: -math.inf if math.isnan(row[1]) else -row[1])
 
     def parameter_counts(self) -> dict[str, int]:
         """Learnable parameters (masked entries excluded) per layer type, plus 'total'."""

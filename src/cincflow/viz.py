@@ -13,9 +13,8 @@ from torch import nn
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
-from .numerics import worst
 from .preprocess import dequantized, postprocess
-from .sampling import sample_with_check
+from .sampling import AccuracyReport, sample_with_check
 
 
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -55,34 +54,39 @@ def sample_grid(
     batch_size: int | None = None,
     nrow: int | None = None,
     tolerance: float | None = None,
+    float64_fallback: bool = False,
     progress: bool = False,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict]:
     """``n`` samples per temperature from FIXED noise, one grid block per temperature, side by side.
 
     The noise of batch i (``batch_size`` samples, default all ``n``) is ``fixed_noise(shapes, m,
     seed + i)``, so a grid is the same on every call. Each batch is drawn with
     :func:`cincflow.sampling.sample_with_check` (``tolerance``: its warning threshold, default its
-    own). Returns the grid and ``nonfinite_samples`` (count of samples with a NaN/inf value, which
-    the PNG can only show clamped), ``samples`` (total) and ``inverse_residual_max`` (worst relative
-    residual of the CInC/Emerging inverses; NaN counts as the worst)."""
+    own; ``float64_fallback``: solve inaccurate layers again in float64). Returns the grid and
+    ``nonfinite_samples`` (count of samples with a NaN/inf value, which the PNG can only show
+    clamped), ``samples`` (total), ``inverse_residual_max`` (worst relative residual of the
+    CInC/Emerging inverses), ``inverse_error_bound`` (the worst layer's forward-error bound
+    cond_inf * residual) and ``accuracy`` (the whole :class:`~cincflow.sampling.AccuracyReport`)."""
     p = next(model.parameters())
     batch = max(1, int(batch_size or n))
     chunks = math.ceil(n / batch)
     check = {} if tolerance is None else {"tolerance": tolerance}
-    blocks, bad, residual = [], 0, 0.0
+    blocks, bad, report = [], 0, AccuracyReport()
     with tqdm(total=len(temperatures) * chunks, desc="sampling", unit="batch", disable=not progress) as bar:
         for t in temperatures:
             images = []
             for i in range(chunks):
                 m = min(batch, n - i * batch)
                 noise = [z.to(p.device, p.dtype) for z in fixed_noise(model.latent_shapes(), m, seed + i)]
-                x, res = sample_with_check(model, m, temperature=float(t), noise=noise, **check)
-                residual = worst([residual, res])
+                x, batch_report = sample_with_check(model, m, temperature=float(t), noise=noise,
+                                                    float64_fallback=float64_fallback, **check)
+                report = report.worst(batch_report)
                 bad += int((~torch.isfinite(x.flatten(1))).any(dim=1).sum())
                 images.append(postprocess(x, model.n_bits).cpu())
                 bar.update(1)
             blocks.append(grid_of(torch.cat(images), nrow=nrow))
-    stats = {"nonfinite_samples": bad, "samples": n * len(temperatures), "inverse_residual_max": float(residual)}
+    stats = {"nonfinite_samples": bad, "samples": n * len(temperatures), "inverse_residual_max": float(report.residual),
+             "inverse_error_bound": float(report.bound), "accuracy": report}
     return side_by_side(blocks), stats
 
 

@@ -1,6 +1,7 @@
 """``src/sample.py``: N samples at temperature(s) T from a checkpoint into a PNG grid, optionally
 reconstructions x -> z -> x and latent interpolations of test images; ``sample.json`` records the
-files and the numerical health (non-finite samples, worst inverse residual)."""
+files and the numerical health (non-finite samples, the worst inverse's residual and forward-error
+bound, the layers solved in float64)."""
 from __future__ import annotations
 
 import json
@@ -49,20 +50,24 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     temps = cfg.temperature
     temps = [float(t) for t in temps] if isinstance(temps, (list, tuple)) or OmegaConf.is_list(temps) else [float(temps)]
     n = int(cfg.n)
+    fallback = bool(cfg.get("float64_fallback", True))
     grid, health = sample_grid(model, n, temps, seed, batch_size=cfg.get("batch_size"), nrow=cfg.get("nrow"),
-                               progress=True)  # sample_with_check warns above its residual tolerance
+                               float64_fallback=fallback, progress=True)  # warns above the accuracy tolerance
     out_png = resolve_path(cfg.get("output") or output_dir / "samples.png")
     out_png.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, out_png)
-    nonfinite, total, residual = health["nonfinite_samples"], health["samples"], health["inverse_residual_max"]
+    nonfinite, total, accuracy = health["nonfinite_samples"], health["samples"], health["accuracy"]
     record: dict[str, Any] = {
         "checkpoint": str(ckpt), "samples_png": str(out_png), "n": n, "temperatures": temps,
-        "nonfinite_samples": nonfinite, "nonfinite_share": nonfinite / max(total, 1), "inverse_residual_max": residual,
+        "nonfinite_samples": nonfinite, "nonfinite_share": nonfinite / max(total, 1),
+        "inverse_residual_max": accuracy.residual, "inverse_error_bound": accuracy.bound,
+        "inverse_error_bound_layer": accuracy.layer, "float64_layers": list(accuracy.float64_layers),
     }
     lines = [
         f"samples ({n} per temperature, T = {', '.join(map(str, temps))}): {out_png}",
         f"non-finite samples: {nonfinite} of {total} (shown clamped to the pixel range in the PNG); "
-        f"worst relative inverse residual of the invertible convolutions: {residual:.2e}",
+        f"inverses of the invertible convolutions: {accuracy}"
+        + ("" if accuracy.float64_layers else " (float32 was accurate enough everywhere)" if fallback else ""),
     ]
     if nonfinite:
         logging.getLogger(__name__).warning("%d of %d samples are non-finite", nonfinite, total)

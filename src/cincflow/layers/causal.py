@@ -11,39 +11,24 @@ The anti-causal convolution (padding bottom/right, centre = top-left tap, upper-
 causal one conjugated by a flip of rows, columns and channels: flip(anticausal(x, W)) =
 causal_conv(flip(x), W.flip(0, 1, 2, 3)).
 
-Exact inverses (``mode``), all vectorised over the batch, the pixels of a step and the channels:
-- ``auto`` (default): whichever of the three below runs fastest for the input's shape, dtype and
-  device among those whose solution meets the accuracy check (relative residual
-  |conv(x) - y| / |y| <= ``RESIDUAL_TOLERANCE``; the most accurate if none does), decided once on the
-  first such input. All three are exact and differ only in rounding, but not by the same amount: on a
-  badly conditioned kernel in float32 the substitutions keep the residual about 10x smaller than the
-  FFT of ``kernel``;
-- ``wavefront``: substitution along anti-diagonals i + j = d, H + W - 1 sequential steps (FInC's
-  Algorithm 1);
-- ``tiled``: the same substitution on b x b tiles, b = k - 1. Grouping b x b pixels into one "tile
-  pixel" of b*b*C channels turns the k x k causal conv into a 2 x 2 causal conv on the tile grid with
-  a triangular centre; the tile wavefront takes H/b + W/b - 1 steps with b*b-times wider matrix
-  products (for k = 2 it is the pixel wavefront);
-- ``kernel``: the inverse is itself a causal convolution with an H x W kernel G, the truncated 2-D
-  power-series inverse of W (the truncation of the inverse on the quarter plane is exact, PAPER.md
-  section 1): x = G * (y - b). G is the response to C impulse images, computed once per weight state
-  and image size; it is applied in one pass, by FFT or as a direct convolution, whichever measures
-  faster for the shape.
+The exact inverses, as operators (the solver objects that use them, and choose among them, are in
+:mod:`cincflow.layers.solvers`), all vectorised over the batch, the pixels of a step and the channels:
+- the tile wavefront (:func:`wavefront_plan`, :func:`wavefront_solve`): substitution on b x b tiles.
+  Grouping b x b pixels into one "tile pixel" of b*b*C channels turns the k x k causal conv into a
+  causal conv on the tile grid with a triangular centre; the tile wavefront takes H/b + W/b - 1
+  steps. b = 1 is FInC's Algorithm 1 (anti-diagonals i + j = d, H + W - 1 steps);
+- the inverse kernel (:func:`inverse_kernel_taps`, :func:`apply_inverse_kernel`): the inverse is
+  itself a causal convolution with an H x W kernel G, the truncated 2-D power-series inverse of W
+  (the truncation of the inverse on the quarter plane is exact, docs/method.md section 1):
+  x = G * (y - b). G is the response to C impulse images; it is applied in one pass, by FFT or as a
+  direct H x W convolution.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-
-from ..timing import wall_time
-
-ALGORITHMS = ("tiled", "wavefront", "kernel")
-RESIDUAL_TOLERANCE = 1e-3  # the accuracy check of ``auto`` and of the sampler (cincflow.sampling)
-INVERSE_MODES = ("auto", *ALGORITHMS)
-DEFAULT_INVERSE = "auto"
 
 
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,19 +40,6 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 def flip(x: torch.Tensor) -> torch.Tensor:
     """Reverse channels, rows and columns of [B, C, H, W] (an involution)."""
     return x.flip(1, 2, 3)
-
-
-def check_inverse_mode(mode: str) -> None:
-    if mode not in INVERSE_MODES:
-        raise ValueError(f"unknown inverse mode {mode!r}: choose one of {', '.join(INVERSE_MODES)}")
-
-
-@torch.no_grad()
-def relative_residual(y_hat: torch.Tensor, y: torch.Tensor) -> float:
-    """max over the batch of |y_hat - y| / |y| (Euclidean norms per example)."""
-    num = (y_hat - y).flatten(1).norm(dim=1)
-    den = y.flatten(1).norm(dim=1).clamp_min(torch.finfo(y.dtype).tiny)
-    return float((num / den).max())
 
 
 # --- tile wavefront -------------------------------------------------------------------------------
@@ -88,21 +60,29 @@ class WavefrontPlan(NamedTuple):
     halo: torch.Tensor  # [len(taps), n, n]: -M[P, Q] A^-1 for each tap
 
 
+def tile_matrices(weight: torch.Tensor, tile: int) -> torch.Tensor:
+    """M [kt, kt, n, n] of the causal conv ``weight`` [C, C, k, k] on b x b tiles, read off the taps:
+    input entry (r, c, i) of tile t - (P, Q) reaches output entry (r', c', o) of tile t at the pixel
+    offset (dy, dx) = (P b + r' - r, Q b + c' - c), through W[o, i, k-1-dy, k-1-dx] if 0 <= dy, dx < k."""
+    k, b = weight.shape[-1], tile
+    kt = -(-(k - 1) // b) + 1
+    rows = torch.arange(b, device=weight.device)
+    off = torch.arange(kt, device=weight.device)[:, None, None] * b + rows[None, None, :] - rows[None, :, None]  # [P, r, r']
+    dy, dx = off[:, None, :, None, :, None], off[None, :, None, :, None, :]  # -> [P, Q, r, c, r', c']
+    inside = ((dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)).to(weight.dtype)
+    taps = weight[:, :, (k - 1 - dy).clamp(0, k - 1), (k - 1 - dx).clamp(0, k - 1)] * inside  # [o, i, P, Q, r, c, r', c']
+    n = b * b * weight.shape[0]
+    return taps.permute(2, 3, 4, 5, 1, 6, 7, 0).reshape(kt, kt, n, n)
+
+
 def wavefront_plan(weight: torch.Tensor, tile: int) -> WavefrontPlan:
     """Build the plan for the causal conv ``weight`` [C, C, k, k] on b x b tiles, in float64 (cast to
-    the weight's dtype). M[P, Q] is read off the response of a kt x kt tile image holding the n basis
-    tile vectors at tile (kt-1-P, kt-1-Q), measured at tile (kt-1, kt-1)."""
+    the weight's dtype), from :func:`tile_matrices`."""
     c, k = weight.shape[0], weight.shape[-1]
     b, kt = tile, -(-(k - 1) // tile) + 1
     n = b * b * c
     w64 = weight.to(torch.float64)
-    basis = torch.eye(n, dtype=w64.dtype, device=w64.device).view(n, b, b, c).permute(0, 3, 1, 2)
-    images = w64.new_zeros(kt, kt, n, c, kt * b, kt * b)
-    for p in range(kt):
-        for q in range(kt):
-            images[p, q, :, :, (kt - 1 - p) * b : (kt - p) * b, (kt - 1 - q) * b : (kt - q) * b] = basis
-    out = causal_conv(images.view(-1, c, kt * b, kt * b), w64)[..., (kt - 1) * b :, (kt - 1) * b :]
-    m = out.permute(0, 2, 3, 1).reshape(kt, kt, n, n)  # m[P, Q][input entry, output entry]
+    m = tile_matrices(w64, b)  # m[P, Q][input entry, output entry]
     eye = torch.eye(n, dtype=w64.dtype, device=w64.device)
     a_inv = torch.linalg.solve_triangular(m[0, 0], eye, upper=True)
     taps = tuple((p, q) for p in range(kt) for q in range(kt) if (p, q) != (0, 0))
@@ -146,17 +126,6 @@ def wavefront_solve(y: torch.Tensor, plan: WavefrontPlan, bias: torch.Tensor | N
     return x[:, :h, :w].permute(0, 3, 1, 2).contiguous()
 
 
-def tile_size(mode: str, kernel_size: int) -> int:
-    """b: 1 for ``wavefront`` (pixels), k - 1 for ``tiled`` and for building inverse kernels."""
-    return 1 if mode == "wavefront" else max(1, kernel_size - 1)
-
-
-def _best_time(fn, device: torch.device, repeats: int = 3) -> float:
-    """Fastest of ``repeats`` timed calls after one warm-up call (CUDA synchronised), seconds."""
-    fn()
-    return min(wall_time(fn, device) for _ in range(repeats))
-
-
 # --- inverse kernel --------------------------------------------------------------------------------
 
 
@@ -196,108 +165,3 @@ def apply_inverse_kernel(y: torch.Tensor, kernel: InverseKernel, bias: torch.Ten
     xf = torch.bmm(kernel.weight, yf.permute(2, 3, 1, 0).reshape(-1, c, bsz))  # [F, C, B]
     xf = xf.view(2 * h, w + 1, c, bsz).permute(3, 2, 0, 1)
     return torch.fft.irfft2(xf, s=(2 * h, 2 * w))[..., :h, :w].contiguous()
-
-
-_KERNEL_METHOD: dict[tuple, str] = {}
-
-
-def kernel_method(y: torch.Tensor, g: torch.Tensor) -> str:
-    """"fft" or "direct", whichever applies G [C, C, H, W] to y's shape faster; timed once per shape,
-    dtype and device (exact either way, so the choice only affects speed)."""
-    key = (tuple(y.shape), y.dtype, y.device)
-    if key not in _KERNEL_METHOD:
-        probe = torch.randn_like(y)
-        with torch.no_grad():
-            kernels = {method: prepare_inverse_kernel(g, method, y.dtype) for method in ("direct", "fft")}
-            timings = {m: _best_time(lambda: apply_inverse_kernel(probe, kernels[m]), y.device) for m in kernels}
-        _KERNEL_METHOD[key] = min(timings, key=timings.get)
-    return _KERNEL_METHOD[key]
-
-
-_FASTEST: dict[tuple, str] = {}
-
-
-def _fastest_key(y: torch.Tensor, kernel_size: int) -> tuple:
-    return (tuple(y.shape), kernel_size, y.dtype, y.device)
-
-
-def auto_choice(y: torch.Tensor, kernel_size: int) -> str | None:
-    """The algorithm ``auto`` picked for inputs like ``y`` and k x k kernels (None: not timed yet)."""
-    return _FASTEST.get(_fastest_key(y, kernel_size))
-
-
-# --- entry points ----------------------------------------------------------------------------------
-
-
-def causal_conv_inverse(
-    y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, mode: str = DEFAULT_INVERSE
-) -> torch.Tensor:
-    """Exact inverse of :func:`causal_conv` with the algorithm named by ``mode``, nothing cached
-    (differentiable in y, weight and bias)."""
-    check_inverse_mode(mode)
-    if mode == "auto":
-        mode = auto_choice(y, weight.shape[-1]) or "tiled"
-    k = weight.shape[-1]
-    if mode != "kernel":
-        return wavefront_solve(y, wavefront_plan(weight, tile_size(mode, k)), bias)
-    plan64 = wavefront_plan(weight.to(torch.float64), tile_size(mode, k))
-    g = inverse_kernel_taps(plan64, y.shape[1], *y.shape[-2:])
-    return apply_inverse_kernel(y, prepare_inverse_kernel(g, kernel_method(y, g), y.dtype), bias)
-
-
-class CausalInverse:
-    """:func:`causal_conv_inverse` with its precomputation cached per weight state.
-
-    The cache holds a copy of the effective weight it was built from and is rebuilt whenever the
-    current weight differs in value, dtype or device (``torch.equal`` on C * C * k * k numbers per
-    call, so an optimiser step, ``load_state_dict``, ``.to()`` or an edit through ``.data`` can never
-    leave a stale inverse). Entries: one wavefront plan per tile size, one applied G per image shape.
-    With autograd recording and a weight that requires grad, nothing is cached (the precomputation
-    must be differentiated too). ``auto`` times the algorithms on the first input of each shape and
-    remembers the fastest for all layers (module-level table).
-    """
-
-    def __init__(self) -> None:
-        self._weight: torch.Tensor | None = None
-        self._entries: dict[tuple, object] = {}
-
-    def _entry(self, key: tuple, build):
-        if key not in self._entries:
-            self._entries[key] = build()
-        return self._entries[key]
-
-    @torch.no_grad()
-    def _fastest_accurate(self, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> str:
-        """The fastest algorithm on ``y`` among those whose solution has a relative residual
-        <= RESIDUAL_TOLERANCE (the smallest residual if none has; NaN counts as the largest)."""
-        residual = {m: relative_residual(causal_conv(self(y, weight, bias, m), weight, bias), y) for m in ALGORITHMS}
-        accurate = [m for m in ALGORITHMS if residual[m] <= RESIDUAL_TOLERANCE]
-        if not accurate:
-            accurate = [min(ALGORITHMS, key=lambda m: math.inf if math.isnan(residual[m]) else residual[m])]
-        timings = {m: _best_time(lambda: self(y, weight, bias, m), y.device) for m in accurate}
-        return min(timings, key=timings.get)
-
-    def __call__(
-        self, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, mode: str = DEFAULT_INVERSE
-    ) -> torch.Tensor:
-        check_inverse_mode(mode)
-        if torch.is_grad_enabled() and weight.requires_grad:
-            return causal_conv_inverse(y, weight, bias, mode)
-        weight = weight.detach()
-        cached = self._weight
-        if cached is None or cached.dtype != weight.dtype or cached.device != weight.device or not torch.equal(cached, weight):
-            self._weight, self._entries = weight.clone(), {}
-        if mode == "auto":
-            key = _fastest_key(y, weight.shape[-1])
-            if key not in _FASTEST:
-                _FASTEST[key] = self._fastest_accurate(y, weight, bias)
-            mode = _FASTEST[key]
-        b = tile_size(mode, weight.shape[-1])
-        if mode != "kernel":
-            return wavefront_solve(y, self._entry(("plan", b), lambda: wavefront_plan(weight, b)), bias)
-        h, w = y.shape[-2:]
-        plan64 = self._entry(("plan64", b), lambda: wavefront_plan(weight.to(torch.float64), b))
-        g = self._entry(("taps", h, w), lambda: inverse_kernel_taps(plan64, y.shape[1], h, w))
-        method = kernel_method(y, g)
-        kernel = self._entry((method, h, w, y.dtype), lambda: prepare_inverse_kernel(g, method, y.dtype))
-        return apply_inverse_kernel(y, kernel, bias)

@@ -4,11 +4,17 @@ weight_eff[:, :, k-1, k-1] = strictly-lower part of the free centre + diag(exp(l
 identity diagonal when ``fixed_diagonal``); the other k*k - 1 taps are free. The masked entries of
 the stored tensor (upper triangle and diagonal of the centre) are not parameters: ``weight_mask``
 marks the free ones and :func:`cincflow.params.count_parameters` counts only those.
+
+A CausalWeight is one triangular factor of a layer's matrix: :meth:`solve` inverts its causal
+convolution with a solver of :mod:`cincflow.layers.solvers`, and :meth:`condition_number` gives the
+factor's exact cond_inf on an H x W grid, both from precomputations cached per weight state.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .solvers import Solver, SolveCache, condition_number
 
 
 class CausalWeight(nn.Module):
@@ -24,6 +30,7 @@ class CausalWeight(nn.Module):
             self.register_buffer("log_diag", torch.zeros(c))
         else:
             self.log_diag = nn.Parameter(torch.zeros(c))
+        self.cache = SolveCache()
 
     def forward(self) -> torch.Tensor:
         """The effective weight [C, C, k, k]; its centre tap is lower-triangular with diag > 0."""
@@ -35,3 +42,14 @@ class CausalWeight(nn.Module):
     def log_abs_det_per_pixel(self) -> torch.Tensor:
         """log|det centre| = sum(log_diag): the log-determinant contributed by each pixel."""
         return self.log_diag.sum()
+
+    def solve(self, y: torch.Tensor, solver: Solver, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x with causal_conv(x, self(), bias) = y, [B, C, H, W], in y's dtype."""
+        weight = self()
+        return solver.solve(y, weight, bias, self.cache.entries(weight))
+
+    @torch.no_grad()
+    def condition_number(self, h: int, w: int) -> float:
+        """cond_inf = ||M||_inf ||M^-1||_inf of this factor's causal convolution on an h x w grid."""
+        weight = self()
+        return condition_number(weight, h, w, self.cache.entries(weight))

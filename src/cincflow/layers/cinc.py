@@ -6,8 +6,9 @@ centre tap K_c on the diagonal, so log|det| = H * W * sum(log diag K_c). K_c is 
 diagonal exp(log_diag) (or 1 with ``fixed_diagonal``, FInC-style), hence invertible for every
 parameter value. Learnable weights: k^2 C^2 - C(C-1)/2 (minus C with a fixed diagonal), plus C bias.
 
-The inverse is exact with the algorithm ``inverse`` (see :mod:`cincflow.layers.causal`; its
-precomputation is cached per weight state); residual tracking as in
+The inverse is exact with the solver ``solver`` (a name or a :class:`~cincflow.layers.solvers.Solver`,
+see :mod:`cincflow.layers.solvers`; its precomputation is cached per weight state);
+``condition_number(h, w)`` and accuracy tracking as in
 :class:`~cincflow.layers.quarter_plane.QuarterPlaneConv`.
 """
 from __future__ import annotations
@@ -15,9 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .causal import DEFAULT_INVERSE, CausalInverse, causal_conv
+from .causal import causal_conv
 from .causal_weight import CausalWeight
 from .quarter_plane import QuarterPlaneConv
+from .solvers import DEFAULT_SOLVER, Solver
 
 
 class CInCConv(QuarterPlaneConv):
@@ -27,18 +29,20 @@ class CInCConv(QuarterPlaneConv):
         kernel_size: int = 3,
         fixed_diagonal: bool = False,
         init_std: float = 0.01,
-        inverse: str = DEFAULT_INVERSE,
+        solver: str | Solver = DEFAULT_SOLVER,
     ):
-        super().__init__(inverse)
+        super().__init__(solver)
         self.kernel = CausalWeight(channels, kernel_size, fixed_diagonal, init_std)
         self.bias = nn.Parameter(torch.zeros(channels))
-        self._inverse = CausalInverse()
+
+    def factors(self) -> list[CausalWeight]:
+        return [self.kernel]
 
     def log_abs_det_per_pixel(self) -> torch.Tensor:
         return self.kernel.log_abs_det_per_pixel()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return causal_conv(x, self.kernel(), self.bias), self._logdet(x)
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        return causal_conv(x, self.kernel().to(x.dtype), self.bias.to(x.dtype))
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
-        return self._inverse(y, self.kernel(), self.bias, self.inverse_mode)
+        return self.kernel.solve(y, self.solver, self.bias)

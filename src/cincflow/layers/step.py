@@ -44,7 +44,7 @@ def glow(channels: int) -> list[nn.Module]:
     return [InvConv1x1(channels)]
 
 
-CONVS: dict[str, ConvFactory] = {"cinc": cinc, "emerging": emerging, "glow": glow}
+CONVS: dict[str, ConvFactory] = {"glow": glow, "emerging": emerging, "cinc": cinc}  # the `conv` choices, in table order
 COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling, "quad": QuadCoupling}
 
 

@@ -6,8 +6,10 @@ Configurations are keyed (dataset, conv, coupling) with dataset in {"cifar10", "
 """
 from __future__ import annotations
 
+from ..layers import step as _step
+
 DATASETS = {"cifar10": "CIFAR-10", "imagenet32": "ImageNet32", "imagenet64": "ImageNet64"}
-CONVS = ("glow", "emerging", "cinc")
+CONVS = tuple(_step.CONVS)  # glow, emerging, cinc: the tables' column order
 #: trained without an epoch limit in the official commands (docs/method.md section 5)
 UNTIL_STOPPED = ("imagenet32", "imagenet64")
 COUPLINGS = ("affine", "quad")

@@ -31,7 +31,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from ..benchmark import timed
+from ..bench.measure import timed
 from . import paper
 from .report import write_report
 

@@ -20,6 +20,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 from torchvision.utils import save_image
 
+from ..sampling import warn_if_inaccurate
 from ..viz import reconstruction_grid, sample_grid
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,13 @@ class SampleGrids(Callback):
     WandbLogger, to W&B as images.
 
     Numerical health, logged with them: ``val/nonfinite_samples`` (share of the grid's samples with a
-    NaN/inf value) and ``val/inverse_residual_max`` (worst relative residual of the CInC/Emerging
-    inverses while sampling). A RuntimeWarning and a log line when ``val/recon_err_max`` exceeds
-    ``recon_err_warn``, the non-finite share exceeds ``nonfinite_warn`` or the residual exceeds
-    ``residual_warn``: an ill-conditioned CInC/Emerging kernel makes every exact inverse inaccurate."""
+    NaN/inf value), ``val/inverse_residual_max`` (worst relative residual of the CInC/Emerging
+    inverses while sampling) and ``val/inverse_error_bound`` (the worst layer's forward-error bound
+    cond_inf * residual, which sees ill-conditioning the residual cannot). A RuntimeWarning and a log
+    line when ``val/recon_err_max`` exceeds ``recon_err_warn``, the non-finite share exceeds
+    ``nonfinite_warn`` or the residual exceeds ``residual_warn``; an InverseAccuracyWarning naming the
+    layer when the bound exceeds ``error_bound_warn``: an ill-conditioned CInC/Emerging kernel makes
+    every exact inverse inaccurate."""
 
     def __init__(
         self,
@@ -62,6 +66,7 @@ class SampleGrids(Callback):
         recon_err_warn: float = 1e-3,
         nonfinite_warn: float = 0.0,
         residual_warn: float = 1e-3,
+        error_bound_warn: float = 1e-3,
     ):
         super().__init__()
         self.dir = Path(output_dir) / "samples"
@@ -73,6 +78,7 @@ class SampleGrids(Callback):
         self.recon_err_warn = float(recon_err_warn)
         self.nonfinite_warn = float(nonfinite_warn)
         self.residual_warn = float(residual_warn)
+        self.error_bound_warn = float(error_bound_warn)
         self._val_images: torch.Tensor | None = None
         self.last_png: str | None = None
 
@@ -109,6 +115,8 @@ class SampleGrids(Callback):
             health["nonfinite_samples"] /= max(health["samples"], 1)  # logged as a share
             pl_module.log("val/nonfinite_samples", health["nonfinite_samples"], rank_zero_only=True)
             pl_module.log("val/inverse_residual_max", health["inverse_residual_max"], rank_zero_only=True)
+            pl_module.log("val/inverse_error_bound", health["inverse_error_bound"], rank_zero_only=True)
+            warn_if_inaccurate(health["accuracy"], self.error_bound_warn)
             health_warning("val/nonfinite_samples (share)", health["nonfinite_samples"], self.nonfinite_warn, epoch,
                            "some samples are NaN/inf (shown clamped in the PNG)")
             health_warning("val/inverse_residual_max", health["inverse_residual_max"], self.residual_warn, epoch,

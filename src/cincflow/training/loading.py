@@ -44,7 +44,12 @@ def module_arguments(hparams: Any, path: Path) -> dict[str, Any]:
         raise CheckpointError(f"ckpt_path={path} has no model hyper-parameters: pass a .ckpt file written by src/train.py")
     args = dict(hparams)
     if "model_config" not in args and isinstance(args.get("model"), Mapping):  # format 1
-        args["model_config"] = {"_target_": "cincflow.Glow", **args.pop("model")}
+        model = dict(args.pop("model"))
+        conv_kwargs = dict(model.get("conv_kwargs") or {})
+        if "inverse" in conv_kwargs:  # format 1 named the solver `inverse` (same choices)
+            conv_kwargs["solver"] = conv_kwargs.pop("inverse")
+            model["conv_kwargs"] = conv_kwargs
+        args["model_config"] = {"_target_": "cincflow.Glow", **model}
         args.pop("optim", None)
     if not isinstance(args.get("model_config"), Mapping):
         raise CheckpointError(f"ckpt_path={path} has no model hyper-parameters: pass a .ckpt file written by src/train.py")

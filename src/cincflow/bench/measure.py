@@ -1,0 +1,148 @@
+"""Measurements of the benchmark: interleaved median timings, peak memory, sampling with free conv
+solves (a lower bound for every solver) and the first (cold) call of a solver in a fresh process."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from ..layers.solvers import Solver
+from ..sampling import invertible_convs
+from ..timing import wall_time
+
+
+def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
+    """Median wall time (s) of each function over ``reps`` rounds after ``warmup`` rounds; every round
+    calls all of them once, in turn, so that a change of machine load hits them alike (CUDA synchronised)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            wall_time(fn, device)
+    samples = {key: [] for key in fns}
+    for _ in range(reps):
+        for key, fn in fns.items():
+            samples[key].append(wall_time(fn, device))
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes allocated while ``fn`` runs, beyond what was allocated before: the CUDA allocator's
+    high-water mark, or on the CPU the running sum of the profiler's allocation and free events."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    # Kineto's own log lines (a CUDA-probe ERROR on machines without a GPU, profiler start/stop) are not the user's
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    changes = sorted(
+        (e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+        for e in prof.events()
+    )
+    live = peak = 0
+    for _, change in changes:
+        live += change
+        peak = max(peak, live)
+    return int(peak)
+
+
+@contextmanager
+def using_solvers(model: nn.Module, solvers: list[Solver] | Solver | str) -> Iterator[None]:
+    """Inside the block the CInC / Emerging layers of ``model`` use ``solvers`` (one per layer, in
+    :func:`cincflow.sampling.invertible_convs` order, or one for all); their own ones afterwards."""
+    layers = invertible_convs(model)
+    saved = [layer.solver for layer in layers]
+    chosen = solvers if isinstance(solvers, list) else [solvers] * len(layers)
+    try:
+        for layer, solver in zip(layers, chosen):
+            layer.solver = solver
+        yield
+    finally:
+        for layer, solver in zip(layers, saved):
+            layer.solver = solver
+
+
+class Recorder(Solver):
+    """Solves with ``inner`` and keeps every solution, in call order."""
+
+    def __init__(self, inner: Solver):
+        self.inner, self.solutions = inner, []
+
+    def solve(self, y, weight, bias=None, entries=None):
+        self.solutions.append(self.inner.solve(y, weight, bias, entries))
+        return self.solutions[-1]
+
+
+class Replay(Solver):
+    """Returns recorded solutions in call order, solving nothing (:meth:`rewind` starts over)."""
+
+    def __init__(self, solutions: list[torch.Tensor]):
+        self.solutions = solutions
+        self.rewind()
+
+    def rewind(self) -> None:
+        self._next = iter(self.solutions)
+
+    def solve(self, y, weight, bias=None, entries=None):
+        return next(self._next)
+
+
+def free_inverse(model: nn.Module, run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` (a sampling pass of ``model``) with the invertible convs' solves made free: a first, real
+    pass records each layer's solutions; the returned function repeats the pass with every solve a lookup
+    of its recorded solution, so it computes the same samples and its time is what sampling would cost if
+    the convolutions inverted in no time at all: a lower bound for every solver."""
+    recorders = [Recorder(layer.solver) for layer in invertible_convs(model)]
+    with using_solvers(model, list(recorders)):
+        run()
+    replays = [Replay(r.solutions) for r in recorders]
+
+    def replay():
+        for r in replays:
+            r.rewind()
+        with using_solvers(model, list(replays)):
+            return run()
+
+    return replay
+
+
+def cold_call(solver: str, dtype: str, n: int, c: int, size: int, threads: int | None, device: str = "cpu") -> dict:
+    """The first and a warm inverse of a fresh CInC layer, n x c x size x size, in a fresh Python
+    process (:mod:`cincflow.bench.cold`): ``{"cold_s": ..., "warm_s": ...}``."""
+    cmd = [sys.executable, "-m", "cincflow.bench.cold", solver, dtype, str(n), str(c), str(size), str(threads or 0), device]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=os.environ.copy())
+    if proc.returncode != 0:
+        raise RuntimeError(f"cold-call measurement failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def machine(device: torch.device) -> dict:
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,86 @@
+"""How fast each inverse solver is on a given input shape: predicted from multiply-adds, measured
+only where the prediction cannot decide, on a slice of the batch, inside a fixed time budget.
+
+The table is shared by every layer that uses it (the measurement depends only on the shape, dtype and
+device, not on the weights); whether a solver is accurate enough is each layer's own decision
+(:class:`cincflow.layers.solvers.Auto`). Rules, for the options of one key:
+- an option whose multiply-add count is more than ``threshold`` times the smallest one is predicted to
+  lose and never run (e.g. the direct H x W convolution of the inverse kernel at 32 x 32);
+- the others are timed on slices of s = max(1, B // 16) and 2 s images (one warm-up call that also
+  builds the precomputations, then one call at each size) and the time at the full batch
+  B is extrapolated linearly, t(B) = t(s) + (B - s) (t(2s) - t(s)) / s;
+- once the probes of a key have taken ``budget_s`` seconds, the options not yet timed are predicted
+  from their multiply-adds at the measured options' rate.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+
+import torch
+
+from ..timing import wall_time
+
+
+def substitution_macs(c: int, h: int, w: int, k: int, tile: int) -> float:
+    """Multiply-adds per image of the tile wavefront with b x b tiles: per tile, one n x n product for
+    the unpacking and one per neighbour tap, n = b * b * C."""
+    n, tiles = tile * tile * c, math.ceil(h / tile) * math.ceil(w / tile)
+    kt = math.ceil((k - 1) / tile) + 1
+    return tiles * n * n * kt * kt
+
+
+def kernel_macs(c: int, h: int, w: int) -> dict[str, float]:
+    """Multiply-adds per image of applying the H x W inverse kernel: ``direct`` (a dense H x W
+    convolution, C^2 H^2 W^2) and ``fft`` (two real FFTs of the (2H, 2W) grid per channel, about
+    5 N log2 N with N = 4 H W, and a C x C complex product per frequency)."""
+    n = 4 * h * w
+    return {"direct": float(c * c * h * w * h * w), "fft": 5.0 * c * n * math.log2(n) + 4.0 * c * c * 2 * h * (w + 1)}
+
+
+class SpeedTable:
+    """Options ranked fastest first, per key (see the module docstring for how)."""
+
+    def __init__(self, budget_s: float = 0.1, threshold: float = 16.0, timer: Callable = wall_time):
+        self.budget_s, self.threshold, self.timer = budget_s, threshold, timer
+        self._ranking: dict[Hashable, list[str]] = {}
+
+    def ranking(self, key: Hashable) -> list[str] | None:
+        """The measured order for ``key`` (None: not measured yet)."""
+        return self._ranking.get(key)
+
+    def fastest_first(
+        self, key: Hashable, y: torch.Tensor, costs: dict[str, float], run: Callable[[str, torch.Tensor], object]
+    ) -> list[str]:
+        """The option names of ``costs`` (multiply-adds per image), fastest first for inputs like ``y``
+        [B, ...]; ``run(name, y_slice)`` runs one option on a slice of the batch."""
+        if key not in self._ranking:
+            with torch.no_grad():
+                self._ranking[key] = self._measure(y, costs, run)
+        return self._ranking[key]
+
+    def _measure(self, y: torch.Tensor, costs: dict[str, float], run: Callable) -> list[str]:
+        least = min(costs.values())
+        plausible = sorted((n for n in costs if costs[n] <= self.threshold * least), key=costs.get)
+        losers = sorted((n for n in costs if n not in plausible), key=costs.get)
+        if len(plausible) == 1:
+            return plausible + losers
+        batch = y.shape[0]
+        s1 = max(1, batch // 16)
+        s2 = min(batch, 2 * s1)
+        predicted, spent = {}, 0.0
+        for name in plausible:
+            if spent > self.budget_s:
+                break
+            spent += self.timer(lambda: run(name, y[:s1]), y.device)  # warm-up, builds precomputations
+            t1 = self.timer(lambda: run(name, y[:s1]), y.device)
+            t2 = self.timer(lambda: run(name, y[:s2]), y.device) if s2 > s1 else t1
+            spent += t1 + t2
+            slope = max(0.0, (t2 - t1) / (s2 - s1)) if s2 > s1 else t1 / s1
+            predicted[name] = t1 + slope * (batch - s1)
+        rate = min(predicted[n] / costs[n] for n in predicted)
+        predicted |= {n: rate * costs[n] for n in plausible if n not in predicted}
+        return sorted(plausible, key=predicted.get) + losers
+
+
+SPEEDS = SpeedTable()  # the default table, shared by every layer: speed only, never accuracy
