@@ -2,12 +2,9 @@
 model config to the data, CPU threads, rank-0 printing."""
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -27,19 +24,6 @@ DATA_KEYS = ("in_channels", "image_size", "n_bits")
 @rank_zero_only
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` intra-op CPU threads (None: leave PyTorch's default), restored afterwards.
-    One thread avoids the collapse of small-tensor CPU training when the cores are shared."""
-    previous = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def plain(cfg: Any) -> Any:

@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 from ..errors import ConfigError
 from ..paths import ensure_writable_dir
 from ..training.loading import load_module
-from .common import datamodule_for, instantiate_trainer, require_checkpoint, torch_threads
+from .common import datamodule_for, instantiate_trainer, require_checkpoint
+from ..timing import torch_threads
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from torchvision.utils import save_image
 from ..paths import ensure_writable_dir, resolve_path
 from ..training.loading import load_module
 from ..viz import interpolation_grid, reconstruction_grid, sample_grid
-from .common import datamodule_for, require_checkpoint, torch_threads
+from .common import datamodule_for, require_checkpoint
+from ..timing import torch_threads
 
 
 def first_images(datamodule: LightningDataModule, n: int, split: str = "test") -> torch.Tensor:

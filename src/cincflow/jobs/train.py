@@ -23,7 +23,8 @@ from ..training.lit_module import FlowLitModule
 from ..training.loading import build_model, load_module
 from ..training.loggers import finish_wandb, instantiate_loggers
 from ..viz import sample_grid
-from .common import check_data_first, fill_model_from_data, instantiate_callbacks, instantiate_data, instantiate_trainer, plain, say, torch_threads
+from .common import check_data_first, fill_model_from_data, instantiate_callbacks, instantiate_data, instantiate_trainer, plain, say
+from ..timing import torch_threads
 
 
 def per_process_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDataModule) -> int:

@@ -31,7 +31,6 @@ the dtype's unit round-off is the estimate before solving.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 

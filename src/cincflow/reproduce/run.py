@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from ..bench.measure import timed
+from ..timing import torch_threads
 from . import paper
 from .report import write_report
 
@@ -202,17 +203,12 @@ def reproduce(scale: str = "full", out: str | Path = DEFAULT_OUT, only: list[str
         if not names:
             raise FileNotFoundError(f"no finished run (paper_<name>/[seed_<seed>/]metrics.json) in {sweep_dir}")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(1)  # the paper timed sampling on one CPU core
-    try:
+    with torch_threads(1 if dev.type == "cpu" else None):  # the paper timed sampling on one CPU core
         jobs = [(d, n) for n in names for d in run_dirs(sweep_dir, n)]
         if runs is None and len(jobs) != len(names) * max(len(seeds), 1):
             raise FileNotFoundError(f"only {len(jobs)} of the runs in {sweep_dir} finished (no metrics.json)")
         records = [evaluate(d, n, dev, reps) for d, n in tqdm(jobs, desc="evaluating", unit="run")]
         hardware = _hardware(dev)
-    finally:
-        torch.set_num_threads(threads)
     meta = {
         "hardware": hardware,
         "commit": commit,
