@@ -49,40 +49,45 @@ def _nonfinite(value: Any) -> bool:
 class RunCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint that never saves a non-finite ``finite_metric`` (``val/bpd``): a
     non-finite validation score is never "best", and ``last.ckpt`` stays the last checkpoint with a
-    finite score (one line says so). With ``save_at_end`` it also saves when training ends after
-    the last validation (a run shorter than an epoch, data without a validation split), and with
-    ``save_on_interrupt`` on SIGTERM/SIGINT (:class:`GracefulStop`; a single process only), so that
-    every run that ends leaves a resumable checkpoint."""
+    finite score (one line says so). With ``resumable`` (the ``last.ckpt`` one) it also saves when a
+    fresh run starts (so a run that diverges before its first validation can be resumed at a lower
+    lr), when training ends after the last validation (a run shorter than an epoch, no validation
+    data), and on SIGTERM/SIGINT (:class:`GracefulStop`; a single process only): every run that
+    ends leaves a resumable checkpoint."""
 
-    def __init__(self, *args: Any, finite_metric: str = "val/bpd", save_at_end: bool = False,
-                 save_on_interrupt: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, finite_metric: str = "val/bpd", resumable: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.finite_metric = finite_metric
-        self.save_at_end = save_at_end
-        self.save_on_interrupt = save_on_interrupt
+        self.resumable = resumable
+        self._refused_step = -1
 
     def _save_topk_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Any]) -> None:
         value = monitor_candidates.get(self.finite_metric)
         if _nonfinite(value):
-            if self.monitor is None and trainer.is_global_zero:
+            if self.monitor is None and trainer.is_global_zero and self._refused_step != trainer.global_step:
                 print(f"epoch {trainer.current_epoch}, step {trainer.global_step}: {self.finite_metric} = "
                       f"{float(torch.as_tensor(value).max())} is not finite: no checkpoint written, "
-                      f"{self.format_checkpoint_name({})} stays the last one with a finite score", flush=True)
+                      f"{self.format_checkpoint_name({})} stays the last good one (the last finite score, or the start of the run)", flush=True)
+            self._refused_step = trainer.global_step
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
 
     def _save_now(self, trainer: Trainer) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
+        if self.resumable and not self._should_skip_saving_checkpoint(trainer):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.resumable and trainer.global_step == 0 and not trainer.fast_dev_run:  # a fresh run: its start
+            self._save_checkpoint(trainer, self.format_checkpoint_name({}))
+            self.best_model_path = self.format_checkpoint_name({})
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
-        if self.save_at_end:
-            self._save_now(trainer)
+        self._save_now(trainer)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)
-        if self.save_on_interrupt and trainer.world_size == 1 and isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+        if trainer.world_size == 1 and isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             self._save_now(trainer)
 
 
