@@ -126,7 +126,7 @@ class RunFolders(Callback):
 
     @staticmethod
     def _choose_run_dir(config: DictConfig) -> None:
-        from .training.checkpoints import resolve_ckpt_path
+        from .training.checkpoints import check_archive, resolve_ckpt_path
 
         explicit = _explicit(config, "hydra.run.dir")
         folder = resolve_path(str(config.hydra.run.dir))
@@ -135,6 +135,7 @@ class RunFolders(Callback):
         if config.get("ckpt_path") and str(config.ckpt_path) != "???":
             named = folder if explicit else None
             ckpt = resolve_ckpt_path(config.ckpt_path, config, named_dir=named, training=training)
+            check_archive(ckpt)  # a truncated or corrupted file: refused before a resume touches its run
             with open_dict(config):
                 config.ckpt_path = str(ckpt)  # the job uses the file chosen (and announced) here
         subdir = None

@@ -196,8 +196,9 @@ def verify_integrity(path: Path) -> None:
         )
 
 
-def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any]:
-    """The checkpoint's dictionary (tensors memory-mapped); a clear error for anything else."""
+def check_archive(path: str | os.PathLike) -> None:
+    """A :class:`CheckpointError` naming the file unless it is a complete, uncorrupted zip archive
+    (what ``torch.save`` writes); reads the whole file once."""
     path = Path(path)
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the end
         size = path.stat().st_size
@@ -206,6 +207,12 @@ def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str
             f"truncated, corrupted or another kind of file): pass a .ckpt written by src/train.py"
         )
     verify_integrity(path)
+
+
+def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any]:
+    """The checkpoint's dictionary (tensors memory-mapped); a clear error for anything else."""
+    path = Path(path)
+    check_archive(path)
     try:
         ckpt = torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
     except Exception as err:
