@@ -8,7 +8,8 @@ BEFORE Hydra writes anything into it (Hydra writes ``.hydra/`` and the log file 
 * training into a folder that holds a run (``hydra.run.dir=<that run>``) is refused (one ``error:``
   line, exit 2) unless it is the resume of that very run; a resume (``ckpt_path`` in
   ``<run>/checkpoints/``, ``resume=full``) continues in its run's folder, and Hydra's files of the
-  resumed launch go to ``.hydra/resume_<date>_<time>/`` so the run's own ``.hydra/config.yaml`` stays;
+  resumed launch (config, overrides, log) go to ``.hydra/resume_<date>_<time>/``: no file of the run
+  is replaced or appended to before the job's own checks pass;
 * eval.py / sample.py given a training run's folder write into a folder of their own inside it,
   ``<run>/<task_name>/<date>_<time>/``;
 * a multirun's sweep folder is made the same way; an explicit one that holds a sweep is refused.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from .errors import ConfigError, report_errors
 from .paths import resolve_path
@@ -145,9 +146,9 @@ class RunFolders(Callback):
                 folder = continues
             if explicit or continues is not None:
                 check_training_folder(folder, config, ckpt, with_hydra=True)
-                if folder == continues:
-                    subdir = f".hydra/resume_{_stamp()}"
                 folder.mkdir(parents=True, exist_ok=True)
+                if folder == continues:
+                    subdir = str(claim_new_folder(folder / ".hydra" / f"resume_{_stamp()}").relative_to(folder))
             else:
                 folder = claim_new_folder(folder)
         elif explicit and is_training_run(folder):
@@ -160,6 +161,9 @@ class RunFolders(Callback):
             folder = claim_new_folder(folder)
         with read_write(config.hydra):
             config.hydra.run.dir = str(folder)
-            if subdir is not None and config.hydra.output_subdir is not None:
+            if subdir is not None:  # this launch's config, overrides and log: a folder of their own
                 config.hydra.output_subdir = subdir
+                handler = OmegaConf.select(config, "hydra.job_logging.handlers.file")
+                if handler is not None and "filename" in handler:
+                    handler.filename = str(folder / subdir / f"{config.hydra.job.name}.log")
 
