@@ -77,7 +77,7 @@ def test_a_new_run_never_writes_into_another_runs_folder(two_runs, tmp_path):
         ("eval", [f"hydra.run.dir={a}", "ckpt_path=last", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]),
         ("sample", [f"hydra.run.dir={a}", "ckpt_path=last", "n=4", "device=cpu"]),
     ])
-    assert_one_line_error(results[0], f"{a} already holds a run", "never writes into another run's folder",
+    assert_one_line_error(results[0], f"{a} already holds a run (metrics.json, checkpoints)", "never writes into another run's folder",
                           f"hydra.run.dir={a} ckpt_path=last")
     assert_one_line_error(results[1], f"{a} already holds a run")
     assert_one_line_error(results[2], f"belongs to the run {b}", "continues that run in its own folder", "resume=weights")

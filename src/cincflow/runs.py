@@ -29,13 +29,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from .errors import ConfigError, report_errors
 from .paths import resolve_path
 
-RUN_MARKERS = ("metrics.json", "checkpoints", ".hydra/config.yaml")
+RUN_MARKERS = ("metrics.json", "checkpoints")  # what a run produced (a launch that failed its checks left neither)
 
 
-def run_markers(folder: Path, with_hydra: bool = True) -> list[str]:
-    """The files in ``folder`` that show a run was started there (``.hydra`` only ``with_hydra``)."""
-    found = [m for m in RUN_MARKERS if (folder / m).exists()]
-    return found if with_hydra else [m for m in found if not m.startswith(".hydra")]
+def run_markers(folder: Path) -> list[str]:
+    """The files in ``folder`` that show a run trained there."""
+    return [m for m in RUN_MARKERS if (folder / m).exists()]
 
 
 def is_training_run(folder: Path) -> bool:
@@ -78,7 +77,7 @@ def resume_folder(cfg: Any, ckpt: Path | None) -> Path | None:
     return checkpoint_run_folder(ckpt)
 
 
-def check_training_folder(folder: Path, cfg: Any, ckpt: Path | None, with_hydra: bool) -> None:
+def check_training_folder(folder: Path, cfg: Any, ckpt: Path | None) -> None:
     """A ConfigError unless ``folder`` is new (or empty) or this run continues the run in it."""
     folder = folder.resolve()
     continues = resume_folder(cfg, ckpt)
@@ -89,7 +88,7 @@ def check_training_folder(folder: Path, cfg: Any, ckpt: Path | None, with_hydra:
         )
     if continues == folder or hpc_checkpoint(folder) is not None:
         return
-    markers = run_markers(folder, with_hydra)
+    markers = run_markers(folder)
     if markers:
         raise ConfigError(
             f"{folder} already holds a run ({', '.join(markers)}): a new run never writes into another run's folder; "
@@ -145,7 +144,7 @@ class RunFolders(Callback):
             if continues is not None and not explicit:
                 folder = continues
             if explicit or continues is not None:
-                check_training_folder(folder, config, ckpt, with_hydra=True)
+                check_training_folder(folder, config, ckpt)
                 folder.mkdir(parents=True, exist_ok=True)
                 if folder == continues:
                     subdir = str(claim_new_folder(folder / ".hydra" / f"resume_{_stamp()}").relative_to(folder))
