@@ -352,3 +352,24 @@ def test_corrupted_checkpoint_is_refused_in_eval_sample_and_resume(two_runs, tmp
     assert hashes(run) == before
     with pytest.raises(CheckpointError, match="is corrupted"):
         FlowLitModule.load_from_checkpoint(bad)
+
+
+def test_a_slurm_requeue_continues_in_its_folder(tmp_path, monkeypatch, compose_cfg):
+    """Lightning's auto-requeue saved hpc_ckpt_<n>.ckpt in the run folder: the requeued job (same
+    hydra.run.dir) may continue there; without it (or outside SLURM) the folder is refused."""
+    from cincflow.errors import ConfigError
+    from cincflow.runs import check_training_folder
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    cfg = compose_cfg("train", TINY, run)
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        check_training_folder(run, cfg, None)
+    (run / "hpc_ckpt_1.ckpt").write_bytes(b"")
+    check_training_folder(run, cfg, None)
+    monkeypatch.delenv("SLURM_NTASKS")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        check_training_folder(run, cfg, None)

@@ -5,11 +5,14 @@ BEFORE Hydra writes anything into it (Hydra writes ``.hydra/`` and the log file 
 
 * a default folder (``outputs/<task>/<date>_<time>``) is created atomically (``os.mkdir``); if it
   exists (two runs started in the same second) ``_1``, ``_2``, ... is appended;
-* training into a folder that holds a run (``hydra.run.dir=<that run>``) is refused (one ``error:``
+* training into a folder that holds a run (``metrics.json`` or ``checkpoints/``; ``hydra.run.dir=<that
+  run>``) is refused (one ``error:``
   line, exit 2) unless it is the resume of that very run; a resume (``ckpt_path`` in
   ``<run>/checkpoints/``, ``resume=full``) continues in its run's folder, and Hydra's files of the
   resumed launch (config, overrides, log) go to ``.hydra/resume_<date>_<time>/``: no file of the run
   is replaced or appended to before the job's own checks pass;
+* under SLURM, a requeued job (``hydra.run.dir=outputs/<task>/$SLURM_JOB_ID``, Lightning's
+  ``hpc_ckpt_<n>.ckpt`` in the folder) continues its run there (Lightning restores that checkpoint);
 * eval.py / sample.py given a training run's folder write into a folder of their own inside it,
   ``<run>/<task_name>/<date>_<time>/``;
 * a multirun's sweep folder is made the same way; an explicit one that holds a sweep is refused.
@@ -146,7 +149,7 @@ class RunFolders(Callback):
             if explicit or continues is not None:
                 check_training_folder(folder, config, ckpt)
                 folder.mkdir(parents=True, exist_ok=True)
-                if folder == continues:
+                if folder == continues or hpc_checkpoint(folder) is not None:  # a resume, or a SLURM requeue
                     subdir = str(claim_new_folder(folder / ".hydra" / f"resume_{_stamp()}").relative_to(folder))
             else:
                 folder = claim_new_folder(folder)
