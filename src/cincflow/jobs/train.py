@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
@@ -110,7 +111,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             module.load_state_dict(ckpt["state_dict"])  # weights, EMA and ActNorm's initialised flags
         elif cfg.train:
             changes = optimizer_changes(module.configured_optimizer(), ckpt, ckpt_path)
-            truncate_history(output_dir / "metrics.json", int(ckpt.get("global_step", 0)))
+            if rank_zero_only.rank == 0:  # the history continues from the checkpoint's step
+                truncate_history(output_dir / "metrics.json", int(ckpt.get("global_step", 0)))
         del ckpt
     stop = GracefulStop()
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
