@@ -2,7 +2,8 @@
 
     python src/eval.py ckpt_path=outputs/.../checkpoints/epoch_012.ckpt [split=val] [data=...]
 
-ckpt_path=last: the newest outputs/*/*/checkpoints/last.ckpt (also multirun/) below paths.log_dir.
+ckpt_path=last: with hydra.run.dir=<a training run> its last.ckpt (the results go to <run>/eval/<time>/),
+else the newest outputs/<ckpt_task>/*/checkpoints/last.ckpt (also multirun/) below paths.log_dir.
 Errors: one line `error: ...` on stderr, exit status 2 (HYDRA_FULL_ERROR=1: with the traceback).
 """
 

@@ -2,7 +2,8 @@
 
     python src/sample.py ckpt_path=... n=64 temperature=0.7 [reconstructions=16] [interpolations=4]
 
-ckpt_path=last: the newest outputs/*/*/checkpoints/last.ckpt (also multirun/) below paths.log_dir.
+ckpt_path=last: with hydra.run.dir=<a training run> its last.ckpt (the files go to <run>/sample/<time>/),
+else the newest outputs/<ckpt_task>/*/checkpoints/last.ckpt (also multirun/) below paths.log_dir.
 Errors: one line `error: ...` on stderr, exit status 2 (HYDRA_FULL_ERROR=1: with the traceback).
 """
 

@@ -4,11 +4,13 @@
     python src/train.py experiment=quickstart              # offline digits, CPU, minutes (make train)
     python src/train.py -m coupling=affine,quad conv=cinc,emerging   # 4 jobs
     python src/train.py ckpt_path=outputs/.../checkpoints/last.ckpt  # resume
-    python src/train.py experiment=quickstart ckpt_path=last  # resume the newest outputs/<task_name>/*/checkpoints/last.ckpt
+    python src/train.py experiment=quickstart ckpt_path=last  # resume (in its folder) the newest last.ckpt of the task + architecture
+    python src/train.py ckpt_path=... resume=weights       # a new run from a checkpoint's weights (fresh optimizer)
 
 Bad input (missing/corrupt data, invalid model config, unusable checkpoint) prints one line
 `error: <what is wrong and how to fix it>` on stderr and exits with status 2; a fault while training
-(max_bad_steps consecutive non-finite steps, a checkpoint that cannot be written) exits with 3.
+(max_bad_steps consecutive non-finite steps, a checkpoint that cannot be written) exits with 3; SIGTERM/SIGINT
+save last.ckpt, print how to resume and exit with 143/130. A new run never writes into another run's folder.
 HYDRA_FULL_ERROR=1 (or CINCFLOW_DEBUG=1) also prints the traceback.
 """
 

@@ -194,9 +194,9 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
         ([f"ckpt_path={d / 'notes.ckpt'}"], ("notes.ckpt is not a checkpoint",)),
         ([f"ckpt_path={d / 'truncated.ckpt'}"], ("truncated.ckpt is not a checkpoint", "truncated")),
         ([f"ckpt_path={d}"], ("is a directory",)),
-        ([f"ckpt_path={tiny_checkpoint}", "model.width=16"],
+        ([f"ckpt_path={tiny_checkpoint}", "resume=weights", "model.width=16"],
          ("different architecture", "width=8", "width=16", "shape mismatches", "[8, ")),
-        ([f"ckpt_path={tiny_checkpoint}", "model.depth=2"], ("different architecture", "missing keys", "depth=2")),
+        ([f"ckpt_path={tiny_checkpoint}", "resume=weights", "model.depth=2"], ("different architecture", "missing keys", "depth=2")),
         (["ckpt_path=last", f"paths.log_dir={d / 'nolog'}"], ("ckpt_path=last found no checkpoint",)),
         (["trainer.accelerator=mps"], ("invalid trainer configuration", "trainer.accelerator=mps", "trainer=cpu")),
     ]

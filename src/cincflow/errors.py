@@ -59,6 +59,17 @@ class NonFiniteTrainingError(CincFlowError):
     exit_code = EXIT_FAULT
 
 
+class TrainingInterrupted(CincFlowError):
+    """SIGTERM or SIGINT stopped training; the message says how to resume. Exit 128 + signal number
+    (143, 130), so a scheduler does not read the run as a success."""
+
+    prefix = "interrupted"
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + int(signal_number)
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (CincFlowError, DatasetNotFoundError, CorruptDataError)
 
 
@@ -94,5 +105,5 @@ def report_errors(job: Callable[[Any], Any], cfg: Any) -> Any:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("CINCFLOW_DEBUG", "") not in ("", "0"):
             traceback.print_exc()
         sys.stdout.flush()
-        print(f"error: {one_line(err)}", file=sys.stderr, flush=True)
+        print(f"{getattr(err, 'prefix', 'error')}: {one_line(err)}", file=sys.stderr, flush=True)
         sys.exit(exit_code_of(err))

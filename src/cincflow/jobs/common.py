@@ -102,13 +102,14 @@ def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
 
 
 def require_checkpoint(cfg: DictConfig, script: str) -> Path:
-    """``cfg.ckpt_path`` resolved to an existing file (``last``: newest last.ckpt of any task)."""
+    """``cfg.ckpt_path`` resolved to an existing file (``last``: the newest last.ckpt of ``ckpt_task``, or of
+    the only task that has any; on the command line also the run folder given as ``hydra.run.dir``)."""
     if OmegaConf.is_missing(cfg, "ckpt_path") or not cfg.get("ckpt_path"):
         raise ConfigError(
             f"{script} needs a checkpoint: add ckpt_path=outputs/<task>/<run>/checkpoints/last.ckpt "
             f"(or ckpt_path=last for the newest one)"
         )
-    return resolve_ckpt_path(cfg.ckpt_path, cfg, same_task=False)
+    return resolve_ckpt_path(cfg.ckpt_path, cfg)
 
 
 def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModule:

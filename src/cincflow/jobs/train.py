@@ -1,9 +1,17 @@
 """``src/train.py``: fit, then test the best checkpoint; a final sample grid from the best weights,
-``metrics.json`` and one summary at the end."""
+``metrics.json`` and one summary at the end.
+
+Resume (``ckpt_path=...``): ``resume=full`` (default) continues the run in its own folder (weights,
+EMA, optimiser state with the configured settings, schedule, step, best checkpoint and score,
+``metrics.json`` history, W&B run); ``resume=weights`` starts a new run from the checkpoint's weights
+with a fresh optimiser and schedule. SIGTERM/SIGINT save ``last.ckpt`` and exit 143/130 with one line
+saying how to resume."""
 from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -11,14 +19,17 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingInterrupted
 from ..paths import ensure_writable_dir
-from ..training.callbacks import update_metrics_json
+from ..runs import check_training_folder
+from ..training.callbacks import GracefulStop, truncate_history, update_metrics_json
 from ..training.checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
 from ..training.data_order import ResumableShuffle
+from ..training.resume import optimizer_changes
 from ..training.lit_module import FlowLitModule
 from ..training.loading import build_model, load_module
 from ..training.loggers import finish_wandb, instantiate_loggers
@@ -65,19 +76,22 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     if cfg.get("seed") is not None:
         seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    resume = str(cfg.get("resume") or "full")
+    if resume not in ("full", "weights"):
+        raise ConfigError(f"resume={resume} is not an option: resume=full (continue the run) or resume=weights (a new run from its weights)")
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg, named_dir=output_dir, training=True) if cfg.get("ckpt_path") else None
+    check_training_folder(output_dir, cfg, ckpt_path)  # the command line checked it before Hydra wrote
     ensure_writable_dir(output_dir)
 
     datamodule: LightningDataModule = instantiate_data(cfg.data)
     check_data_first(datamodule)  # before the model is built or a logger starts
     fill_model_from_data(cfg.model, datamodule)
 
-    ckpt_path = cfg.get("ckpt_path")
     wandb_id = None
     ckpt: dict[str, Any] | None = None
     if ckpt_path:
-        ckpt_path = resolve_ckpt_path(ckpt_path, cfg, same_task=True)
         ckpt = load_checkpoint_dict(ckpt_path)
-        wandb_id = ckpt.get("wandb_run_id")
+        wandb_id = ckpt.get("wandb_run_id") if resume == "full" else None
 
     module = FlowLitModule(
         build_model(cfg.model),
@@ -91,11 +105,19 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         data=plain(cfg.data),
         model_config=plain(cfg.model),
     )
+    changes: list[str] = []
     if ckpt is not None:
         check_state_dict(module, ckpt, ckpt_path)  # a different architecture: which keys/shapes differ
+        if resume == "weights":
+            module.load_state_dict(ckpt["state_dict"])  # weights, EMA and ActNorm's initialised flags
+        elif cfg.train:
+            changes = optimizer_changes(module.configured_optimizer(), ckpt, ckpt_path)
+            if rank_zero_only.rank == 0:  # the history continues from the checkpoint's step
+                truncate_history(output_dir / "metrics.json", int(ckpt.get("global_step", 0)))
         del ckpt
+    stop = GracefulStop()
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
-    callbacks.append(ResumableShuffle())  # training data order = f(data.seed, epoch): same after a resume
+    callbacks += [ResumableShuffle(), stop]  # training data order = f(data.seed, epoch): same after a resume
     loggers = instantiate_loggers(cfg.get("logger"), wandb_resume_id=wandb_id)
     plugins = [AtomicCheckpointIO()] if cfg.atomic_checkpoints else None
     trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
@@ -113,16 +135,24 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         f"batch {batch} per process x {trainer.world_size} process(es) = {batch * trainer.world_size} | "
         f"output {output_dir}"
     )
-    if ckpt_path:
+    if ckpt_path and resume == "weights":
+        say(f"New run from the weights of {ckpt_path} (fresh optimizer and schedule, step 0)")
+    elif ckpt_path:
         say(f"Resuming from {ckpt_path}" + (f" (W&B run {wandb_id})" if wandb_id else ""))
+        if changes:
+            say(f"Optimizer settings changed on resume (yours apply): {', '.join(changes)}")
 
     metrics_path = output_dir / "metrics.json"
     result: dict[str, Any] = {}
     try:
         if cfg.train:
-            trainer.fit(
-                module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False
-            )
+            fit_from = str(ckpt_path) if ckpt_path and resume == "full" else None
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=fit_from, weights_only=False)
+            except (SystemExit, KeyboardInterrupt) as err:  # Lightning's stop on SIGTERM (and ours on SIGINT)
+                if stop.signal_name is None:
+                    raise
+                raise _interrupted(stop.signal_name, trainer) from err
         best, last = checkpoint_paths(trainer)
         if not cfg.train and ckpt_path:  # train=false ckpt_path=...: test that checkpoint
             best = str(ckpt_path)
@@ -137,6 +167,24 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     finally:
         finish_wandb()
     return result
+
+
+def _interrupted(name: str, trainer: Trainer) -> TrainingInterrupted:
+    """The one line after SIGTERM/SIGINT: where the checkpoint is and the command that resumes."""
+    _, last = checkpoint_paths(trainer)
+    if not last:
+        return TrainingInterrupted(f"{name} at step {trainer.global_step} before any checkpoint was written", getattr(signal, name))
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        given = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "resume="))]
+    except ValueError:  # not launched by Hydra
+        given = ["<the same settings>"]
+    command = " ".join(["python src/train.py", *map(shlex.quote, given), shlex.quote(f"ckpt_path={last}")])
+    return TrainingInterrupted(
+        f"{name} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {last}; resume with: {command}",
+        getattr(signal, name),
+    )
 
 
 def _finish(cfg, trainer, module, best, last, metrics_path, seconds) -> dict[str, Any]:

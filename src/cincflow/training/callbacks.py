@@ -1,5 +1,5 @@
-"""Callbacks of the training system: sample grids + reconstructions, throughput, metrics.json, W&B id
-(the pictures themselves: :mod:`cincflow.viz`).
+"""Callbacks of the training system: checkpoints, stop on SIGTERM/SIGINT, sample grids +
+reconstructions, throughput, metrics.json, W&B id (the pictures themselves: :mod:`cincflow.viz`).
 
 All file outputs go below the run's output folder; everything that writes runs on global rank 0.
 """
@@ -9,6 +9,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from collections import deque
@@ -17,7 +19,9 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchvision.utils import save_image
 
 from ..sampling import warn_if_inaccurate
@@ -37,6 +41,82 @@ def health_warning(name: str, value: float, threshold: float, epoch: int, hint: 
 
 def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+
+
+def _nonfinite(value: Any) -> bool:
+    return value is not None and not bool(torch.isfinite(torch.as_tensor(value, dtype=torch.float64)).all())
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint that never saves a non-finite ``finite_metric`` (``val/bpd``): a
+    non-finite validation score is never "best", and ``last.ckpt`` stays the last checkpoint with a
+    finite score (one line says so). With ``resumable`` (the ``last.ckpt`` one) it also saves when a
+    fresh run starts (so a run that diverges before its first validation can be resumed at a lower
+    lr), when training ends after the last validation (a run shorter than an epoch, no validation
+    data), and on SIGTERM/SIGINT (:class:`GracefulStop`; a single process only): every run that
+    ends leaves a resumable checkpoint."""
+
+    def __init__(self, *args: Any, finite_metric: str = "val/bpd", resumable: bool = False, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.finite_metric = finite_metric
+        self.resumable = resumable
+        self._refused_step = -1
+
+    def _save_topk_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Any]) -> None:
+        value = monitor_candidates.get(self.finite_metric)
+        if _nonfinite(value):
+            if self.monitor is None and trainer.is_global_zero and self._refused_step != trainer.global_step:
+                print(f"epoch {trainer.current_epoch}, step {trainer.global_step}: {self.finite_metric} = "
+                      f"{float(torch.as_tensor(value).max())} is not finite: no checkpoint written, "
+                      f"{self.format_checkpoint_name({})} stays the last good one (the last finite score, or the start of the run)", flush=True)
+            self._refused_step = trainer.global_step
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def _save_now(self, trainer: Trainer) -> None:
+        if self.resumable and not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.resumable and trainer.global_step == 0 and not trainer.fast_dev_run:  # a fresh run: its start
+            self._save_checkpoint(trainer, self.format_checkpoint_name({}))
+            self.best_model_path = self.format_checkpoint_name({})
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._save_now(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        if trainer.world_size == 1 and isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            self._save_now(trainer)
+
+
+class GracefulStop(Callback):
+    """SIGINT (Ctrl-C) during training stops like Lightning's SIGTERM does: at the next batch boundary
+    (a SIGTERMException, so no optimiser step is left half done); ``signal_name`` then says which
+    signal stopped the run (None: none did). A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.signal_name = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_sigint(signum, frame) -> None:
+            self.signal_name = "SIGINT"
+            trainer._signal_connector.received_sigterm = True  # the loops stop at the next batch
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, on_sigint)  # Lightning's teardown restores the previous handler
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal_name = "SIGINT"
+        elif isinstance(exception, SIGTERMException) and self.signal_name is None:
+            self.signal_name = "SIGTERM"
 
 
 class SampleGrids(Callback):
@@ -181,6 +261,18 @@ def update_metrics_json(path: str | os.PathLike, updates: dict[str, Any], histor
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
     tmp.replace(path)
     return record
+
+
+def truncate_history(path: str | os.PathLike, step: int) -> None:
+    """Drop the ``history`` entries of ``metrics.json`` after ``step`` (a resume from that step
+    continues the history from there; nothing when there is no file)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    record = json.loads(path.read_text())
+    kept = [e for e in record.get("history", []) if int(e.get("step", 0)) <= step]
+    if len(kept) != len(record.get("history", [])):
+        update_metrics_json(path, {"history": kept})
 
 
 class MetricsJSON(Callback):

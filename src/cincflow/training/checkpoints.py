@@ -6,11 +6,13 @@
   mid-write leaves the previous checkpoint intact (plus, at worst, a ``.<name>.*.tmp`` file); a
   failed write (disk full, unwritable folder) removes the temporary file and raises
   :class:`~cincflow.errors.CheckpointWriteError`.
-* :func:`resolve_ckpt_path`: ``ckpt_path=last`` is the newest ``last.ckpt`` (by modification time)
-  below ``<paths.log_dir>/outputs/<task>/*/checkpoints/`` and ``<paths.log_dir>/multirun/<task>/*/*/
-  checkpoints/``; for train that is the same ``task_name``, for eval/sample any task.
+* :func:`resolve_ckpt_path`: ``ckpt_path=last`` (:func:`choose_last`): the named run folder's own
+  ``last.ckpt``, otherwise the newest (by modification time) below ``<paths.log_dir>/outputs/<task>/*/
+  checkpoints/`` and ``<paths.log_dir>/multirun/<task>/*/*/checkpoints/`` of the same task and, for
+  training, the same model architecture; the choice and its reason are printed.
 * :func:`load_checkpoint_dict` / :func:`check_state_dict`: a clear error for a file that is not a
-  (complete) Lightning checkpoint, or whose weights do not fit the configured architecture.
+  (complete, uncorrupted: CRC-checked) Lightning checkpoint, or whose weights do not fit the
+  configured architecture.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
-from ..errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, CheckpointWriteError
+from ..errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, CheckpointWriteError, one_line
 from ..paths import resolve_path
 
 
@@ -77,32 +80,95 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.close(dir_fd)
 
 
-def find_last_checkpoint(log_dir: str | os.PathLike, task_name: str | None = None,
-                         exclude: str | os.PathLike | None = None) -> Path | None:
-    """The newest ``last.ckpt`` of ``task_name`` (any task when None) below ``log_dir``."""
+def _task_of(ckpt: Path, root: Path) -> str:
+    """The task of ``outputs/<task>/<run>/...`` or ``multirun/<task>/<sweep>/<job>/...``."""
+    parts = ckpt.relative_to(root).parts
+    return parts[1] if len(parts) > 1 else "?"
+
+
+def last_checkpoints(log_dir: str | os.PathLike, task_name: str | None = None) -> list[Path]:
+    """Every ``last.ckpt`` of ``task_name`` (any task when None) below ``log_dir``, newest first."""
     root = Path(log_dir)
     task = task_name or "*"
-    candidates = list(root.glob(f"outputs/{task}/*/checkpoints/last.ckpt"))
-    candidates += list(root.glob(f"multirun/{task}/*/*/checkpoints/last.ckpt"))
-    if exclude is not None:
-        ex = Path(exclude).resolve()
-        candidates = [c for c in candidates if ex not in c.resolve().parents]
-    candidates = [c for c in candidates if c.is_file()]
-    return max(candidates, key=lambda c: c.stat().st_mtime, default=None)
+    found = list(root.glob(f"outputs/{task}/*/checkpoints/last.ckpt"))
+    found += list(root.glob(f"multirun/{task}/*/*/checkpoints/last.ckpt"))
+    return sorted((c for c in found if c.is_file()), key=lambda c: c.stat().st_mtime, reverse=True)
 
 
-def resolve_ckpt_path(value: Any, cfg: Any, same_task: bool) -> Path:
-    """``ckpt_path`` as an existing file: a path (relative to the current directory) or ``last``."""
-    if str(value) == "last" and cfg is not None:
-        log_dir = Path(cfg.paths.log_dir)
-        task = str(cfg.get("task_name")) if same_task else None
-        found = find_last_checkpoint(log_dir, task, exclude=cfg.paths.get("output_dir"))
-        if found is None:
-            where = f"{log_dir}/outputs/{task or '*'}/*/checkpoints/last.ckpt"
-            raise CheckpointNotFoundError(
-                f"ckpt_path=last found no checkpoint ({where} does not exist): train first, or pass the path "
-                f"of a checkpoint with ckpt_path=outputs/.../checkpoints/last.ckpt"
+def same_architecture(configured: Mapping[str, Any], saved: Mapping[str, Any]) -> bool:
+    """True when every setting given in both (not None) is equal; nested configs compared likewise.
+    A setting left null here (e.g. ``in_channels``, taken from the data) matches any value."""
+    for key in set(configured) | set(saved):
+        a, b = configured.get(key), saved.get(key)
+        if a is None or b is None:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            if not same_architecture(a, b):
+                return False
+        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+            return False
+    return True
+
+
+def _saved_model_config(path: Path) -> Mapping[str, Any] | None:
+    try:
+        hparams = torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("hyper_parameters") or {}
+    except Exception:  # noqa: BLE001 - an unreadable candidate is skipped (and said so)
+        return None
+    config = hparams.get("model_config")
+    return config if isinstance(config, Mapping) else {}
+
+
+def choose_last(cfg: Any, named_dir: Path | None, training: bool) -> tuple[Path, str]:
+    """What ``ckpt_path=last`` means, and why: (1) the ``last.ckpt`` of the run folder named by
+    ``hydra.run.dir`` (``named_dir``); otherwise (2) for training the newest ``last.ckpt`` of the same
+    ``task_name`` whose model architecture is the configured one; for eval/sample the newest one of
+    ``ckpt_task`` (when set), or of the only task that has any."""
+    if named_dir is not None and (Path(named_dir) / "checkpoints" / "last.ckpt").is_file():
+        return Path(named_dir) / "checkpoints" / "last.ckpt", f"the last.ckpt of the named run folder {named_dir}"
+    root = Path(cfg.paths.log_dir)
+    task = str(cfg.task_name) if training else (cfg.get("ckpt_task") or None)
+    candidates = last_checkpoints(root, task)
+    where = f"{root}/outputs/{task or '*'}/*/checkpoints/last.ckpt"
+    if not candidates:
+        raise CheckpointNotFoundError(
+            f"ckpt_path=last found no checkpoint ({where} does not exist): train first, or pass the path "
+            f"of a checkpoint with ckpt_path=outputs/.../checkpoints/last.ckpt"
+        )
+    if not training:
+        tasks = sorted({_task_of(c, root) for c in candidates})
+        if len(tasks) > 1:
+            raise CheckpointError(
+                f"ckpt_path=last is ambiguous: {where} holds runs of the tasks {', '.join(tasks)}; choose one with "
+                f"ckpt_task=<task>, hydra.run.dir=<its run folder>, or ckpt_path=<a .ckpt file>"
             )
+        return candidates[0], f"the newest last.ckpt of task {tasks[0]}"
+    from omegaconf import OmegaConf
+
+    configured = OmegaConf.to_container(cfg.model, resolve=True)
+    skipped = 0
+    for candidate in candidates:
+        saved = _saved_model_config(candidate)
+        if saved is not None and same_architecture(configured, saved):
+            why = f"the newest last.ckpt of task {task} with this model architecture"
+            return candidate, why + (f"; {skipped} newer one(s) of other architectures skipped" if skipped else "")
+        skipped += 1
+    newest = candidates[0]
+    raise CheckpointNotFoundError(
+        f"ckpt_path=last found {len(candidates)} last.ckpt of task {task} but none with this model architecture "
+        f"({_arch({'model_config': configured})}; the newest, {newest}, has {_arch({'model_config': _saved_model_config(newest)})}): "
+        f"use the model settings of the run to resume, or pass its checkpoint with ckpt_path=<file>"
+    )
+
+
+def resolve_ckpt_path(value: Any, cfg: Any = None, named_dir: str | os.PathLike | None = None,
+                      training: bool = False) -> Path:
+    """``ckpt_path`` as an existing file: a path (relative to the current directory) or ``last``
+    (:func:`choose_last`; which file and why is printed)."""
+    if str(value) == "last" and cfg is not None:
+        found, why = choose_last(cfg, Path(named_dir).resolve() if named_dir else None, training)
+        if rank_zero_only.rank == 0:
+            print(f"ckpt_path=last: {found} ({why})", flush=True)
         return found
     path = resolve_path(value)
     if not path.exists():
@@ -115,8 +181,24 @@ def resolve_ckpt_path(value: Any, cfg: Any, same_task: bool) -> Path:
     return path
 
 
-def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any]:
-    """The checkpoint's dictionary (tensors memory-mapped); a clear error for anything else."""
+def verify_integrity(path: Path) -> None:
+    """A :class:`CheckpointError` naming the file when a member of the zip archive fails its CRC
+    check (bytes changed after writing; ``torch.load`` itself does not check)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        bad = f"? ({one_line(err)})"
+    if bad is not None:
+        raise CheckpointError(
+            f"ckpt_path={path} is corrupted (CRC check failed for {bad} in the archive: its bytes changed after it "
+            f"was written): use another checkpoint of the run (e.g. epoch_XXX.ckpt) or a good copy"
+        )
+
+
+def check_archive(path: str | os.PathLike) -> None:
+    """A :class:`CheckpointError` naming the file unless it is a complete, uncorrupted zip archive
+    (what ``torch.save`` writes); reads the whole file once."""
     path = Path(path)
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the end
         size = path.stat().st_size
@@ -124,6 +206,13 @@ def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str
             f"ckpt_path={path} is not a checkpoint ({size} bytes, not the zip archive torch.save writes: "
             f"truncated, corrupted or another kind of file): pass a .ckpt written by src/train.py"
         )
+    verify_integrity(path)
+
+
+def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any]:
+    """The checkpoint's dictionary (tensors memory-mapped); a clear error for anything else."""
+    path = Path(path)
+    check_archive(path)
     try:
         ckpt = torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
     except Exception as err:

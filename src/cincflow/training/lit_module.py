@@ -20,7 +20,9 @@
   optimiser updates no parameter and no optimiser state, and the EMA is not updated either (the
   global step and the warm-up schedule still advance by one). ``train/skipped_steps`` (total) and
   ``train/consecutive_bad_steps`` are logged; ``max_bad_steps`` consecutive bad steps stop training
-  with :class:`~cincflow.errors.NonFiniteTrainingError` (checkpoints written so far stay intact).
+  with :class:`~cincflow.errors.NonFiniteTrainingError` (checkpoints written so far stay intact); a
+  resume starts counting afresh.
+* ``val/bpd_best`` is the lowest finite validation score of the whole run (restored on resume).
 """
 from __future__ import annotations
 
@@ -32,13 +34,14 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
-from torchmetrics import MeanMetric, MinMetric
+from torchmetrics import MeanMetric
 
 from ..errors import ConfigError, NonFiniteTrainingError
 from ..layers.actnorm import ActNorm
 from ..model import dims_mismatch
 from ..preprocess import dequantized
 from .ema import EMA
+from .resume import apply_optimizer_settings, optimizer_type
 
 
 CHECKPOINT_FORMAT = 2  # checkpoint["cincflow_format"]; 1 (no entry): hyper-parameters model/optim as configs
@@ -91,7 +94,7 @@ class FlowLitModule(LightningModule):
         self.train_bpd = MeanMetric()
         self.val_bpd = MeanMetric()
         self.test_bpd = MeanMetric()
-        self.val_bpd_best = MinMetric()
+        self.best_val_bpd = math.inf  # lowest FINITE val/bpd of the run (kept in checkpoints)
         self.skipped_steps = 0  # steps skipped for a non-finite loss/gradient (kept in checkpoints)
         self.consecutive_bad_steps = 0
         self._loss_finite = True
@@ -179,10 +182,6 @@ class FlowLitModule(LightningModule):
             epoch, rank = int(self.trainer.current_epoch), int(self.trainer.global_rank)
             torch.manual_seed(((int(seed) * 1_000_003 + epoch) * 1_009 + rank) % 2**63)
 
-    def on_train_start(self) -> None:
-        # the sanity-check validation must not count towards the best value
-        self.val_bpd_best.reset()
-
     # ------------------------------------------------------------------ steps
     def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """Bits/dim [B] of uint8 images under the training weights (dequantised)."""
@@ -207,8 +206,11 @@ class FlowLitModule(LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        self.val_bpd_best(self.val_bpd.compute())
-        self.log("val/bpd_best", self.val_bpd_best.compute(), sync_dist=True)  # same on every rank
+        value = float(self.val_bpd.compute())  # synced over ranks: the same everywhere
+        if math.isfinite(value):  # a non-finite score is never the best
+            self.best_val_bpd = min(self.best_val_bpd, value)
+        if math.isfinite(self.best_val_bpd):
+            self.log("val/bpd_best", self.best_val_bpd, sync_dist=True)
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         bpd = self.eval_model.bits_per_dim(batch)
@@ -255,11 +257,19 @@ class FlowLitModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cincflow_format"] = CHECKPOINT_FORMAT
         checkpoint["nonfinite_steps"] = {"skipped": self.skipped_steps, "consecutive": self.consecutive_bad_steps}
+        checkpoint["best_val_bpd"] = self.best_val_bpd
+        if self._trainer is not None and self.trainer.optimizers:
+            checkpoint["optimizer_type"] = optimizer_type(self.trainer.optimizers[0])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Counters and best score back; a resume starts a fresh run of bad steps (the stop advice is
+        to lower the lr and resume) and takes the configured optimiser settings (resume.py)."""
         counts = checkpoint.get("nonfinite_steps") or {}
         self.skipped_steps = int(counts.get("skipped", 0))
-        self.consecutive_bad_steps = int(counts.get("consecutive", 0))
+        self.consecutive_bad_steps = 0
+        self.best_val_bpd = float(checkpoint.get("best_val_bpd", math.inf))
+        if self.optimizer_factory is not None and checkpoint.get("optimizer_states"):
+            apply_optimizer_settings(checkpoint, self.configured_optimizer())
 
     def _steps_per_epoch(self) -> float:
         trainer = self.trainer
@@ -271,10 +281,14 @@ class FlowLitModule(LightningModule):
             raise RuntimeError("scheduler.warmup_epochs needs a sized training dataloader; set scheduler.warmup_steps instead")
         return math.ceil(batches / trainer.accumulate_grad_batches)
 
+    def configured_optimizer(self) -> torch.optim.Optimizer:
+        """A new optimiser of the trainable parameters, with the configured settings."""
+        return self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError("this FlowLitModule has no optimizer: pass optimizer=... (e.g. the `optimizer` config) to train it")
-        optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
+        optimizer = self.configured_optimizer()
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, self._steps_per_epoch)

@@ -67,7 +67,7 @@ def load_module(ckpt_path: str | os.PathLike, use_ema: bool = True, device: str 
     """A trained FlowLitModule from a checkpoint, in eval mode; ``use_ema=False`` drops the
     Polyak average so the raw training weights are used. Clear errors (CheckpointError and
     subclasses) for a missing, unreadable or inconsistent file."""
-    path = resolve_ckpt_path(ckpt_path, None, same_task=False)  # a path here: `last` is resolved by the scripts
+    path = resolve_ckpt_path(ckpt_path)  # a path here: `last` is resolved by the scripts
     ckpt = load_checkpoint_dict(path)
     args = module_arguments(ckpt.get("hyper_parameters"), path)
     try:

@@ -1,0 +1,171 @@
+"""Run folders: every run gets its own, and nothing replaces another run's files.
+
+:class:`RunFolders` is a Hydra callback (``conf/hydra/default.yaml``) that decides the run folder
+BEFORE Hydra writes anything into it (Hydra writes ``.hydra/`` and the log file before the task runs):
+
+* a default folder (``outputs/<task>/<date>_<time>``) is created atomically (``os.mkdir``); if it
+  exists (two runs started in the same second) ``_1``, ``_2``, ... is appended;
+* training into a folder that holds a run (``metrics.json`` or ``checkpoints/``; ``hydra.run.dir=<that
+  run>``) is refused (one ``error:``
+  line, exit 2) unless it is the resume of that very run; a resume (``ckpt_path`` in
+  ``<run>/checkpoints/``, ``resume=full``) continues in its run's folder, and Hydra's files of the
+  resumed launch (config, overrides, log) go to ``.hydra/resume_<date>_<time>/``: no file of the run
+  is replaced or appended to before the job's own checks pass;
+* under SLURM, a requeued job (``hydra.run.dir=outputs/<task>/$SLURM_JOB_ID``, Lightning's
+  ``hpc_ckpt_<n>.ckpt`` in the folder) continues its run there (Lightning restores that checkpoint);
+* eval.py / sample.py given a training run's folder write into a folder of their own inside it,
+  ``<run>/<task_name>/<date>_<time>/``;
+* a multirun's sweep folder is made the same way; an explicit one that holds a sweep is refused.
+
+The rules about checkpoints themselves (``ckpt_path=last``) live in :mod:`cincflow.training.checkpoints`.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from .errors import ConfigError, report_errors
+from .paths import resolve_path
+
+RUN_MARKERS = ("metrics.json", "checkpoints")  # what a run produced (a launch that failed its checks left neither)
+
+
+def run_markers(folder: Path) -> list[str]:
+    """The files in ``folder`` that show a run trained there."""
+    return [m for m in RUN_MARKERS if (folder / m).exists()]
+
+
+def is_training_run(folder: Path) -> bool:
+    return (folder / "checkpoints").is_dir() or (folder / "train.log").is_file()
+
+
+def checkpoint_run_folder(ckpt: Path) -> Path | None:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/<file>``), else None."""
+    ckpt = Path(ckpt).resolve()
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+
+
+def claim_new_folder(path: Path) -> Path:
+    """Create ``path`` atomically and return it; ``path_1``, ``path_2``, ... when it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        candidate = path if n == 0 else path.with_name(f"{path.name}_{n}")
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise ConfigError(f"could not create a new run folder next to {path}: choose one with hydra.run.dir=...")
+
+
+def hpc_checkpoint(folder: Path) -> Path | None:
+    """Under SLURM: the newest ``hpc_ckpt_<n>.ckpt`` Lightning's auto-requeue saved in ``folder``."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return None
+    found = sorted(folder.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1] or 0))
+    return found[-1] if found else None
+
+
+def resume_folder(cfg: Any, ckpt: Path | None) -> Path | None:
+    """The folder a training run with ``ckpt`` continues in (a full resume of a run), else None."""
+    if ckpt is None or not cfg.get("train", True) or str(cfg.get("resume", "full")) != "full":
+        return None
+    return checkpoint_run_folder(ckpt)
+
+
+def check_training_folder(folder: Path, cfg: Any, ckpt: Path | None) -> None:
+    """A ConfigError unless ``folder`` is new (or empty) or this run continues the run in it."""
+    folder = folder.resolve()
+    continues = resume_folder(cfg, ckpt)
+    if continues is not None and continues != folder:
+        raise ConfigError(
+            f"ckpt_path={ckpt} belongs to the run {continues}: a resume continues that run in its own folder "
+            f"(leave out hydra.run.dir/paths.output_dir={folder}), or start a new run from its weights with resume=weights"
+        )
+    if continues == folder or hpc_checkpoint(folder) is not None:
+        return
+    markers = run_markers(folder)
+    if markers:
+        raise ConfigError(
+            f"{folder} already holds a run ({', '.join(markers)}): a new run never writes into another run's folder; "
+            f"choose a new one with hydra.run.dir=..., or resume that run with hydra.run.dir={folder} ckpt_path=last"
+        )
+
+
+def _explicit(config: DictConfig, key: str) -> bool:
+    overrides = list(config.hydra.overrides.hydra) + list(config.hydra.overrides.task)
+    return any(str(o).lstrip("+~").startswith(f"{key}=") for o in overrides)
+
+
+def _stamp() -> str:
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+class RunFolders(Callback):
+    """Hydra callback: the run (or sweep) folder of this launch, decided before anything is written."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        report_errors(self._choose_run_dir, config)  # exit 2 before Hydra writes anything
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        report_errors(self._choose_sweep_dir, config)
+
+    @staticmethod
+    def _choose_sweep_dir(config: DictConfig) -> None:
+        sweep = resolve_path(str(config.hydra.sweep.dir))
+        if _explicit(config, "hydra.sweep.dir"):
+            if (sweep / "multirun.yaml").exists():
+                raise ConfigError(f"{sweep} already holds a multirun (multirun.yaml): choose a new hydra.sweep.dir=...")
+            return
+        with read_write(config.hydra):
+            config.hydra.sweep.dir = str(claim_new_folder(sweep))
+
+    @staticmethod
+    def _choose_run_dir(config: DictConfig) -> None:
+        from .training.checkpoints import check_archive, resolve_ckpt_path
+
+        explicit = _explicit(config, "hydra.run.dir")
+        folder = resolve_path(str(config.hydra.run.dir))
+        training = str(config.hydra.job.name) == "train"
+        ckpt = None
+        if config.get("ckpt_path") and str(config.ckpt_path) != "???":
+            named = folder if explicit else None
+            ckpt = resolve_ckpt_path(config.ckpt_path, config, named_dir=named, training=training)
+            check_archive(ckpt)  # a truncated or corrupted file: refused before a resume touches its run
+            with open_dict(config):
+                config.ckpt_path = str(ckpt)  # the job uses the file chosen (and announced) here
+        subdir = None
+        if training:
+            continues = resume_folder(config, ckpt)
+            if continues is not None and not explicit:
+                folder = continues
+            if explicit or continues is not None:
+                check_training_folder(folder, config, ckpt)
+                folder.mkdir(parents=True, exist_ok=True)
+                if folder == continues or hpc_checkpoint(folder) is not None:  # a resume, or a SLURM requeue
+                    subdir = str(claim_new_folder(folder / ".hydra" / f"resume_{_stamp()}").relative_to(folder))
+            else:
+                folder = claim_new_folder(folder)
+        elif explicit and is_training_run(folder):
+            own = claim_new_folder(folder / str(config.task_name) / _stamp())
+            print(f"{folder} is a training run's folder: this {config.task_name} writes to {own}", flush=True)
+            folder = own
+        elif explicit:
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = claim_new_folder(folder)
+        with read_write(config.hydra):
+            config.hydra.run.dir = str(folder)
+            if subdir is not None:  # this launch's config, overrides and log: a folder of their own
+                config.hydra.output_subdir = subdir
+                handler = OmegaConf.select(config, "hydra.job_logging.handlers.file")
+                if handler is not None and "filename" in handler:
+                    handler.filename = str(folder / subdir / f"{config.hydra.job.name}.log")
+
