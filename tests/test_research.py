@@ -123,3 +123,35 @@ def test_two_models_scored_on_identical_noise():
             expected = cincflow.bits_per_dim(m.log_prob(x), m.num_dims)
             got = m.bits_per_dim(images, generator=torch.Generator().manual_seed(5))
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- labelled pictures
+def test_pictures_say_what_they_show():
+    from cincflow.viz import INTERPOLATION_TITLE, grid_of, interpolation_grid, labelled, reconstruction_grid, sample_grid
+
+    torch.manual_seed(0)
+    model = cincflow.Glow(1, 8, levels=2, depth=1, width=8, n_bits=5).eval()
+    block = grid_of(torch.zeros(9, 1, 8, 8, dtype=torch.uint8))
+    # the text is drawn (dark pixels in the strip), differs with the text, and the grid is kept below it
+    a, b = labelled(block, "T = 0.5"), labelled(block, "T = 1")
+    strip = a.shape[1] - block.shape[1]
+    assert 10 < strip < 30 and (a[:, :strip] < 0.5).any() and not torch.equal(a[:, :strip], b[:, :strip])
+    assert torch.equal(a[:, strip:], block)
+    # sample grids: one label per temperature block
+    grid, _ = sample_grid(model, 4, [0.5, 1.0], seed=0)
+    single = [sample_grid(model, 4, [t], seed=0)[0] for t in (0.5, 1.0)]
+    for t, g in zip((0.5, 1.0), single):
+        assert torch.equal(g[:, :strip], labelled(block[:, :g.shape[1] - strip, :g.shape[2]], f"T = {t:g}")[:, :strip])
+    assert not torch.equal(single[0][:, :strip], single[1][:, :strip])
+    assert grid.shape[2] == 2 * single[0].shape[2] + 3 * 4  # side by side, each block with its own label
+    # reconstructions: "data" | "x -> z -> x"; interpolations: a title naming what each row is
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    rec, _ = reconstruction_grid(model, images)
+    half = (rec.shape[2] - 12) // 2
+    assert torch.equal(rec[:, 4:4 + strip, 4:4 + half], labelled(torch.ones(3, 1, half), "data")[:, :strip])
+    assert torch.equal(rec[:, 4:4 + strip, 8 + half:8 + 2 * half],
+                       labelled(torch.ones(3, 1, half), "x -> z -> x")[:, :strip])
+    inter = interpolation_grid(model, images, steps=8, seed=0)
+    title = labelled(torch.ones(3, 0, inter.shape[2]), INTERPOLATION_TITLE)
+    assert "interpolation" in INTERPOLATION_TITLE and title.shape[1] > strip  # two lines
+    assert torch.equal(inter[:, :title.shape[1]], title) and (title < 0.5).any()
