@@ -155,3 +155,78 @@ def test_pictures_say_what_they_show():
     title = labelled(torch.ones(3, 0, inter.shape[2]), INTERPOLATION_TITLE)
     assert "interpolation" in INTERPOLATION_TITLE and title.shape[1] > strip  # two lines
     assert torch.equal(inter[:, :title.shape[1]], title) and (title < 0.5).any()
+
+
+# ----------------------------------------------------------------------------- evaluation
+EVAL = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "num_threads=1"]
+
+
+def test_eval_reports_the_mean_over_dequantisation_draws_with_its_standard_error(photos_run, tmp_path):
+    import statistics
+
+    from cincflow.jobs import evaluate
+
+    ckpt = photos_run["last_checkpoint"]
+    many = evaluate(composed("eval", [f"ckpt_path='{ckpt}'", *EVAL, "dequant_samples=3", "seed=4"], tmp_path / "k3"))
+    one = evaluate(composed("eval", [f"ckpt_path='{ckpt}'", *EVAL, "seed=5"], tmp_path / "k1"))
+    draws = many["test/bpd_draws"]
+    assert len(draws) == 3 and len(set(draws)) == 3  # three different dequantisations
+    assert many["test/bpd"] == pytest.approx(statistics.mean(draws), abs=1e-12)
+    assert many["test/bpd_se"] == pytest.approx(statistics.stdev(draws) / 3**0.5, rel=1e-9)
+    assert 0 < many["test/bpd_se"] < 0.05  # the noise moves the mean of 617 images a little
+    # draw k uses the noise of seed + k: the second draw of seed 4 is the only draw of seed 5
+    assert one["test/bpd_draws"] == [draws[1]] and one["test/bpd_se"] is None and one["dequant_samples"] == 1
+    on_disk = json.loads((tmp_path / "k3" / "metrics.json").read_text())
+    assert on_disk["test/bpd"] == many["test/bpd"] and on_disk["test/bpd_draws"] == draws
+
+
+def test_ood_check_of_a_photos_model_on_digits(photos_run, tmp_path, capsys):
+    from torchvision.io import read_image
+
+    from cincflow.jobs import evaluate
+
+    out, ckpt = tmp_path / "ood", photos_run["last_checkpoint"]
+    record = evaluate(composed("eval", [f"ckpt_path='{ckpt}'", *EVAL, "ood_data=digits"], out))
+    report = json.loads((out / "ood.json").read_text())
+    assert report == record["ood"]
+    assert report["in_distribution"]["n"] == 617 and report["ood"]["n"] == 180  # every test image of both sets
+    assert report["ood"]["conversion"] == ["greyscale -> 3 channels (the channel repeated)", "8x8 -> 32x32 (bilinear)"]
+    # the in-distribution statistics are those of the test set scored the same way by the model
+    flow = cincflow.load(photos_run["last_checkpoint"])
+    dm = cincflow.data.PhotosDataModule(seed=0)
+    dm.setup("test")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        bpd = torch.cat([flow.bits_per_dim(b, generator=gen) for b in dm.test_dataloader()]).double()
+    assert report["in_distribution"]["mean"] == pytest.approx(float(bpd.mean()), abs=1e-5)
+    assert report["in_distribution"]["median"] == pytest.approx(float(bpd.median()), abs=1e-3)
+    assert 0.0 <= report["auroc"] <= 1.0 and "mean" in report["ood"] and "median" in report["ood"]
+    png = read_image(report["png"])
+    assert png.shape[0] in (3, 4) and png.shape[1] > 200 and png.shape[2] > 300
+    printed = capsys.readouterr().out
+    assert "out-of-distribution check" in printed and "greyscale -> 3 channels" in printed and "AUROC" in printed
+
+
+def test_ood_conversion_and_auroc_against_brute_force():
+    from cincflow.ood import auroc, fit_images
+
+    grey = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    rgb, notes = fit_images(grey, 3, 8)
+    assert torch.equal(rgb, grey.expand(-1, 3, -1, -1)) and notes == ["greyscale -> 3 channels (the channel repeated)"]
+    colour = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    luma, _ = fit_images(colour, 1, 8)
+    expected = (0.299 * colour[:, 0] + 0.587 * colour[:, 1] + 0.114 * colour[:, 2]).round().to(torch.uint8)
+    assert torch.equal(luma[:, 0], expected)
+    flat = torch.full((1, 1, 8, 8), 77, dtype=torch.uint8)
+    big, notes = fit_images(flat, 1, 32)
+    assert big.shape == (1, 1, 32, 32) and (big == 77).all() and notes == ["8x8 -> 32x32 (bilinear)"]
+    small, notes = fit_images(torch.full((1, 3, 64, 64), 9, dtype=torch.uint8), 3, 32)
+    assert (small == 9).all() and notes == ["64x64 -> 32x32 (bilinear, antialiased)"]
+    with pytest.raises(cincflow.errors.ConfigError, match="4-channel"):
+        fit_images(torch.zeros(1, 4, 8, 8, dtype=torch.uint8), 3, 8)
+    # AUROC = P(out > in) + P(tie) / 2, over all pairs
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 6, (40,), generator=g).double(), torch.randint(2, 9, (30,), generator=g).double()
+    pairs = (b[None, :] > a[:, None]).double() + 0.5 * (b[None, :] == a[:, None]).double()
+    assert auroc(a, b) == pytest.approx(float(pairs.mean()), abs=1e-12)
+    assert auroc(a, a + 100) == 1.0 and auroc(a + 100, a) == 0.0
