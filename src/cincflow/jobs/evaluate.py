@@ -76,7 +76,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     if not trainer.is_global_zero:
         return record
-    spread = f" ± {se:.4f} (standard error over {draws} dequantisation draws)" if se is not None else ""
+    spread = f" ± {se:.1e} (standard error over {draws} dequantisation draws)" if se is not None else ""
     lines = [f"{split} bits/dim: {mean:.4f}{spread} ({ckpt})"]
     if ood_dm is not None:
         record["ood"] = _ood_check(module, datamodule, ood_dm, split, trainer, cfg, output_dir)
