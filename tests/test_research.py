@@ -230,3 +230,36 @@ def test_ood_conversion_and_auroc_against_brute_force():
     pairs = (b[None, :] > a[:, None]).double() + 0.5 * (b[None, :] == a[:, None]).double()
     assert auroc(a, b) == pytest.approx(float(pairs.mean()), abs=1e-12)
     assert auroc(a, a + 100) == 1.0 and auroc(a + 100, a) == 0.0
+
+
+# ----------------------------------------------------------------------------- sweep summary
+def test_sweep_summary_of_nested_job_folders_and_a_failed_job(tmp_path):
+    """Job folders as Hydra writes them (``.hydra/overrides.yaml``, ``.hydra/hydra.yaml``), nested as
+    with ``hydra.sweep.subdir=${task_name}/seed_${seed}``; a job without metrics.json is a row too.
+    (The real multirun: tests/test_scripts.py::test_multirun_ends_with_a_summary_of_every_job.)"""
+    from cincflow.jobs.sweep import write_summary
+
+    def job(path, num, overrides, metrics=None):
+        (path / ".hydra").mkdir(parents=True)
+        (path / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        (path / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  job:\n    num: {num}\n")
+        if metrics is not None:
+            (path / "metrics.json").write_text(json.dumps(metrics))
+
+    job(tmp_path / "paper_b" / "seed_0", 1, ["experiment=paper/b", "seed=0"])  # failed: no metrics.json
+    job(tmp_path / "paper_a" / "seed_0", 0, ["experiment=paper/a", "seed=0"],
+        {"test/bpd": 3.14159, "val/bpd_best": 3.2, "global_step": 12, "train_seconds": 4.26})
+    text = write_summary(tmp_path)
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[1] == "| 0 | experiment=paper/a | 3.1416 | 3.2000 | 12 | 4.3 | paper_a/seed_0 |"
+    assert lines[2] == "| 1 | experiment=paper/b | no metrics.json | - | - | - | paper_b/seed_0 |"
+    assert "Common overrides: seed=0" in text and (tmp_path / "summary.csv").is_file()
+    assert write_summary(tmp_path / "paper_b") is None  # no job with metrics: nothing written
+
+
+def test_every_data_config_is_an_ood_data_choice(tmp_path):
+    names = sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml"))
+    assert names == sorted(p.stem for p in (ROOT / "conf" / "ood_data").glob("*.yaml"))
+    for name in names:
+        cfg = composed("eval", ["ckpt_path=x", f"data={name}", f"ood_data={name}"], tmp_path)
+        assert cfg.ood_data == cfg.data, name

@@ -22,23 +22,29 @@ METRICS = {"test bits/dim": "test/bpd", "best val bits/dim": "val/bpd_best", "st
            "time (s)": "train_seconds"}
 
 
-def _job_number(folder: Path) -> tuple[float, str]:
-    """(the job number of a ``<num>_<overrides>`` folder, or inf; the name): the sort key."""
-    head = folder.name.split("_", 1)[0]
-    return (int(head) if head.isdigit() else math.inf, folder.name)
+def _job_number(folder: Path) -> float:
+    """``hydra.job.num`` of a job folder (inf, sorted last, when its .hydra/hydra.yaml does not say)."""
+    path = folder / ".hydra" / "hydra.yaml"
+    num = OmegaConf.select(OmegaConf.load(path), "hydra.job.num") if path.is_file() else None
+    return math.inf if num is None else int(num)
 
 
 def sweep_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Every job folder of ``sweep_dir`` (a sub-folder with ``.hydra/overrides.yaml``), in job order:
-    ``folder``, ``overrides`` (the job's command-line overrides, a list) and ``metrics`` (its
-    ``metrics.json``; None while missing, e.g. for a job that failed)."""
+    """Every job folder below ``sweep_dir`` (one with ``.hydra/overrides.yaml``; also nested, as with
+    ``hydra.sweep.subdir=<a>/<b>``), in job order: ``folder``, ``num`` (``hydra.job.num``),
+    ``overrides`` (the job's command-line overrides, a list) and ``metrics`` (its ``metrics.json``;
+    None while missing, e.g. for a job that failed)."""
     jobs = []
-    for folder in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()), key=_job_number):
-        overrides = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "overrides.yaml")) or []
+    for marker in sweep_dir.glob("**/.hydra/overrides.yaml"):
+        folder = marker.parent.parent
         metrics_path = folder / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-        jobs.append({"folder": folder, "overrides": [str(o) for o in overrides], "metrics": metrics})
-    return jobs
+        jobs.append({
+            "folder": folder,
+            "num": _job_number(folder),
+            "overrides": [str(o) for o in OmegaConf.to_container(OmegaConf.load(marker)) or []],
+            "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
+        })
+    return sorted(jobs, key=lambda job: (job["num"], str(job["folder"])))
 
 
 def _cell(column: str, value: Any) -> str:
@@ -58,8 +64,7 @@ def summary_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list
     rows = []
     for job in jobs:
         metrics = job["metrics"]
-        number = _job_number(job["folder"])[0]
-        row = {"job": str(number) if number != math.inf else job["folder"].name,
+        row = {"job": str(job["num"]) if job["num"] != math.inf else "?",
                "overrides": " ".join(o for o in job["overrides"] if o not in common),
                "all overrides": " ".join(job["overrides"])}
         for column, key in METRICS.items():
@@ -71,12 +76,12 @@ def summary_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list
     return rows, common
 
 
-def markdown_table(rows: list[dict[str, str]], common: list[str], title: str) -> str:
-    """The rows as a markdown table under ``title`` and the common overrides."""
-    lines = [f"# {title}", "", f"Common overrides: {' '.join(common) or '(none)'}", "",
+def markdown_table(rows: list[dict[str, str]], common: list[str], sweep_dir: Path) -> str:
+    """The rows as a markdown table under a title naming ``sweep_dir``, and the common overrides."""
+    lines = [f"# Sweep {sweep_dir}", "", f"Common overrides: {' '.join(common) or '(none)'}", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:  # the run folder relative to the sweep folder (the title): the CSV has the full path
-        cells = {**row, "run folder": Path(row["run folder"]).name}
+        cells = {**row, "run folder": str(Path(row["run folder"]).relative_to(sweep_dir))}
         lines.append("| " + " | ".join(cells[c] or "-" for c in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
 
@@ -89,7 +94,7 @@ def write_summary(sweep_dir: str | Path) -> str | None:
     if not any(job["metrics"] is not None for job in jobs):
         return None
     rows, common = summary_rows(jobs)
-    text = markdown_table(rows, common, f"Sweep {sweep_dir}")
+    text = markdown_table(rows, common, sweep_dir)
     (sweep_dir / "summary.md").write_text(text)
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "all overrides"])
