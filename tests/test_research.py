@@ -125,6 +125,14 @@ def test_two_models_scored_on_identical_noise():
             torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
+def test_checkpoints_keep_the_augmentation_draws(photos_run):
+    """3 training steps of 64 photo patches with flips: 192 draws, in the checkpoint for a resume
+    (restoring them: tests/test_data.py::test_cifar10_augmentation_is_deterministic_given_the_seed)."""
+    ckpt = torch.load(photos_run["last_checkpoint"], map_location="cpu", weights_only=False)
+    draws = ckpt["PhotosDataModule"]["augment_draws"]
+    assert draws.shape == (3497,) and int(draws.sum()) == 3 * 64 and int(draws.max()) == 1
+
+
 # ----------------------------------------------------------------------------- labelled pictures
 def test_pictures_say_what_they_show():
     from cincflow.viz import INTERPOLATION_TITLE, grid_of, interpolation_grid, labelled, reconstruction_grid, sample_grid
@@ -178,6 +186,16 @@ def test_eval_reports_the_mean_over_dequantisation_draws_with_its_standard_error
     assert one["test/bpd_draws"] == [draws[1]] and one["test/bpd_se"] is None and one["dequant_samples"] == 1
     on_disk = json.loads((tmp_path / "k3" / "metrics.json").read_text())
     assert on_disk["test/bpd"] == many["test/bpd"] and on_disk["test/bpd_draws"] == draws
+
+
+def test_eval_rejects_a_bad_number_of_draws(photos_run, tmp_path):
+    from cincflow.errors import ConfigError
+    from cincflow.jobs import evaluate
+
+    cfg = composed("eval", [f"ckpt_path='{photos_run['last_checkpoint']}'", *EVAL, "dequant_samples=0"], tmp_path)
+    with pytest.raises(ConfigError, match="dequant_samples must be a positive integer"):
+        evaluate(cfg)
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_ood_check_of_a_photos_model_on_digits(photos_run, tmp_path, capsys):

@@ -42,8 +42,9 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     split = cfg.get("split", "test")
     if split not in ("test", "val"):
         raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
-    draws = int(cfg.get("dequant_samples") or 1)
-    if draws < 1:
+    draws = cfg.get("dequant_samples")
+    draws = 1 if draws is None else draws
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ConfigError(f"dequant_samples must be a positive integer (the number of dequantisation draws), got {draws}")
     seed = cfg.get("seed")
     output_dir = Path(cfg.paths.output_dir)
