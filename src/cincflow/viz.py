@@ -47,17 +47,17 @@ def side_by_side(blocks: list[torch.Tensor]) -> torch.Tensor:
 
 
 def labelled(grid: torch.Tensor, text: str, size: int = 12) -> torch.Tensor:
-    """``grid`` [3, H, W] with a white strip above it holding ``text`` (lines split at newlines) in
-    black, PIL's bundled font shrunk down to 7 px until every line fits the width: [3, H + strip, W]."""
+    """``grid`` [C, H, W] with a white strip above it holding ``text`` (lines split at newlines) in
+    black, PIL's bundled font shrunk down to 7 px until every line fits the width: [C, H + strip, W]."""
     width, lines = grid.shape[-1], text.split("\n")
     font = ImageFont.load_default(size=size)
     while size > 7 and max(font.getlength(line) for line in lines) > width - 4:
         size -= 1
         font = ImageFont.load_default(size=size)
-    strip = Image.new("RGB", (width, len(lines) * (size + 2) + 4), "white")
-    ImageDraw.Draw(strip).multiline_text((2, 2), text, fill="black", font=font, spacing=2)
-    header = torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1).to(grid.dtype) / 255.0
-    return torch.cat([header, grid], dim=1)
+    strip = Image.new("L", (width, len(lines) * (size + 2) + 4), 255)
+    ImageDraw.Draw(strip).multiline_text((2, 2), text, fill=0, font=font, spacing=2)
+    header = torch.from_numpy(np.asarray(strip).copy()).to(grid.dtype) / 255.0  # black on white
+    return torch.cat([header.expand(grid.shape[0], -1, -1), grid], dim=1)
 
 
 def fixed_noise(latent_shapes: list[tuple[int, ...]], n: int, seed: int) -> list[torch.Tensor]:
