@@ -133,6 +133,22 @@ def test_checkpoints_keep_the_augmentation_draws(photos_run):
     assert draws.shape == (3497,) and int(draws.sum()) == 3 * 64 and int(draws.max()) == 1
 
 
+def test_a_resumed_run_on_augmented_data_matches_an_uninterrupted_one(tmp_path):
+    """photos with flips, 2 epochs of 2 steps: straight through, or 1 epoch then a resume from its
+    checkpoint (data order, dequantisation noise and the augmentation draws all restored)."""
+    # the default callbacks: last.ckpt at every validation (the resume contract of tests/test_faults.py)
+    two = [*(o for o in PHOTOS if o != "callbacks=none"), "trainer.limit_train_batches=2", "trainer.max_epochs=2",
+           "test=false"]
+    straight = train(composed("train", two, tmp_path / "straight"))
+    first = train(composed("train", [*two, "trainer.max_epochs=1"], tmp_path / "first"))
+    resumed = train(composed("train", [*two, f"ckpt_path='{first['last_checkpoint']}'"], tmp_path / "resumed"))
+    a, b = (torch.load(r["last_checkpoint"], map_location="cpu", weights_only=False) for r in (straight, resumed))
+    assert a["global_step"] == b["global_step"] == 4
+    assert torch.equal(a["PhotosDataModule"]["augment_draws"], b["PhotosDataModule"]["augment_draws"])
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
 # ----------------------------------------------------------------------------- labelled pictures
 def test_pictures_say_what_they_show():
     from cincflow.viz import INTERPOLATION_TITLE, grid_of, interpolation_grid, labelled, reconstruction_grid, sample_grid
