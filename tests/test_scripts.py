@@ -2,6 +2,7 @@
 src/train.py, then src/eval.py and src/sample.py on one of its checkpoints."""
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -63,6 +64,31 @@ def test_multirun_four_jobs_four_folders(multirun):
     assert "litlogger" not in proc.stdout + proc.stderr and "LeafSpec" not in proc.stdout + proc.stderr
 
 
+def test_multirun_ends_with_a_summary_of_every_job(multirun):
+    sweep, proc = multirun
+    with open(sweep / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    for row in rows:
+        job = Path(row["run folder"])
+        metrics = json.loads((job / "metrics.json").read_text())
+        # the job's own overrides (the swept ones); the common ones are listed once
+        assert row["overrides"] == f"coupling={metrics['coupling']} conv={metrics['conv']}"
+        assert row["all overrides"].startswith("experiment=quickstart debug=smoke trainer.enable_progress_bar=False")
+        assert float(row["test bits/dim"]) == pytest.approx(metrics["test/bpd"], abs=5e-5)
+        assert float(row["best val bits/dim"]) == pytest.approx(metrics["val/bpd_best"], abs=5e-5)
+        assert int(row["steps"]) == metrics["global_step"] == 3
+        assert float(row["time (s)"]) == pytest.approx(metrics["train_seconds"], abs=0.05)
+        assert job.parent == sweep and job.name.startswith(row["job"] + "_")
+    table = (sweep / "summary.md").read_text()
+    assert "Common overrides: experiment=quickstart debug=smoke trainer.enable_progress_bar=False logger=wandb_csv" in table
+    assert "| job | overrides | test bits/dim | best val bits/dim | steps | time (s) | run folder |" in table
+    for row in rows:
+        cells = [row[c] for c in ("job", "overrides", "test bits/dim", "best val bits/dim", "steps", "time (s)")]
+        assert "| " + " | ".join(cells) + f" | {Path(row['run folder']).name} |" in table
+    assert table.strip() in proc.stdout  # printed at the end
+
+
 def _one_job(sweep: Path, conv: str = "cinc", coupling: str = "quad") -> tuple[Path, dict]:
     for job in sweep.iterdir():
         if (job / "metrics.json").exists():
@@ -93,7 +119,8 @@ def test_sample_script_writes_pngs(multirun, tmp_path):
                   f"hydra.run.dir={out}"))
     record = json.loads((out / "sample.json").read_text())
     grid = read_image(record["samples_png"])
-    assert grid.shape[0] == 3 and grid.shape[1] > 32 and grid.shape[2] > 2 * grid.shape[1] - 40  # 2 blocks side by side
+    # 2 labelled blocks of 3 x 3 digits (enlarged to 32 px, 1 px apart) side by side, 4 px apart
+    assert grid.shape[0] == 3 and grid.shape[2] == 4 + 2 * (3 * 33 + 1 + 4) and grid.shape[1] > 3 * 33 + 1 + 8
     assert read_image(record["reconstructions_png"]).numel() > 0
     assert read_image(record["interpolations_png"]).numel() > 0
     assert record["recon_err_max"] < 1e-3 and record["temperatures"] == [0.5, 1.0]

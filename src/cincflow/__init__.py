@@ -27,8 +27,19 @@ __all__ = [
     "Split",
     "Squeeze",
     "bits_per_dim",
+    "load",
     "count_parameters",
     "postprocess",
     "preprocess",
     "sample_with_check",
 ]
+
+
+def __getattr__(name: str):
+    """``cincflow.load`` (:func:`cincflow.training.loading.load`), imported on first use: ``import
+    cincflow`` itself stays free of Lightning and Hydra."""
+    if name == "load":
+        from .training.loading import load
+
+        return load
+    raise AttributeError(f"module 'cincflow' has no attribute {name!r}")

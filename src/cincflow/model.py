@@ -88,7 +88,11 @@ class Glow(nn.Module):
                 c //= 2
                 self._latent_shapes.append((c, s, s))
         self._latent_shapes.append((c, s, s))
-        self.top_prior = nn.Parameter(torch.zeros(1, 2 * c, 1, 1), requires_grad=learn_top)
+        top = torch.zeros(1, 2 * c, 1, 1)  # learn_top=False: a constant (a buffer: never optimised nor counted)
+        if learn_top:
+            self.top_prior = nn.Parameter(top)
+        else:
+            self.register_buffer("top_prior", top)
 
     @property
     def num_dims(self) -> int:
@@ -137,10 +141,14 @@ class Glow(nn.Module):
         _, logdet, log_pz = self._encode(x)
         return log_pz + logdet
 
-    def bits_per_dim(self, x_uint8: torch.Tensor, dequantize: bool = True) -> torch.Tensor:
-        """Bits/dim of uint8 images [B, C, H, W]: preprocess, dequantise, evaluate; [B]."""
+    def bits_per_dim(
+        self, x_uint8: torch.Tensor, dequantize: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Bits/dim of uint8 images [B, C, H, W]: preprocess, dequantise, evaluate; [B]. The
+        dequantisation noise comes from ``generator`` when given (see :func:`cincflow.preprocess`):
+        two models given generators with the same seed score the images on identical noise."""
         dtype = self.top_prior.dtype
-        x = preprocess(x_uint8.to(self.top_prior.device), self.n_bits, dequantize, dtype)
+        x = preprocess(x_uint8.to(self.top_prior.device), self.n_bits, dequantize, dtype, generator)
         return bits_per_dim(self.log_prob(x), self.num_dims, self.n_bits)
 
     def _decode(
@@ -189,14 +197,15 @@ class Glow(nn.Module):
         return sorted(rows, key=lambda row: -math.inf if math.isnan(row[1]) else -row[1])
 
     def parameter_counts(self) -> dict[str, int]:
-        """Learnable parameters (masked entries excluded) per layer type, plus 'total'."""
+        """Learnable parameters (masked entries excluded) per layer type, plus 'total'; the same for
+        a frozen copy (e.g. the Polyak average, whose ``requires_grad`` is off)."""
         counts: Counter[str] = Counter()
         for flow in self.levels:
             for step in flow:
                 for layer in step if isinstance(step, FlowSequential) else [step]:
                     counts[type(layer).__name__] += count_parameters(layer)
         counts["Split"] += sum(count_parameters(s) for s in self.splits)
-        counts["TopPrior"] += self.top_prior.numel() if self.top_prior.requires_grad else 0
+        counts["TopPrior"] += self.top_prior.numel() if isinstance(self.top_prior, nn.Parameter) else 0
         counts = Counter({k: v for k, v in counts.items() if k != "Squeeze"})
         counts["total"] = count_parameters(self)
         return dict(counts)

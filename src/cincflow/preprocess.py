@@ -25,8 +25,9 @@ def preprocess(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """uint8 [B, C, H, W] -> model space, floats centred at 0. The dequantisation noise comes from
-    ``generator`` when given (then the same for the same seed, shape and dtype; ``generator`` and
-    ``x`` on the same device), else from torch's global generator."""
+    ``generator`` when given (a ``torch.Generator``: the same noise for the same seed, shape and
+    dtype; drawn on the generator's device and moved to ``x``'s, so a CPU generator gives the same
+    noise on every device), else from torch's global generator."""
     if x.dtype != torch.uint8:
         raise TypeError(f"preprocess expects uint8 images (0..255), got {x.dtype}: convert with .to(torch.uint8)")
     _check_bits(n_bits)
@@ -34,7 +35,10 @@ def preprocess(
     x = torch.div(x, 2 ** (8 - n_bits), rounding_mode="floor").to(dtype)
     x = x / n_bins - 0.5
     if dequantize:
-        noise = torch.rand_like(x) if generator is None else torch.rand(x.shape, generator=generator, dtype=dtype, device=x.device)
+        if generator is None:
+            noise = torch.rand_like(x)
+        else:
+            noise = torch.rand(x.shape, generator=generator, dtype=dtype, device=generator.device).to(x.device)
         x = x + noise / n_bins
     return x
 
@@ -43,9 +47,8 @@ def dequantized(x: torch.Tensor, n_bits: int, seed: int, like: torch.Tensor | No
     """:func:`preprocess` with the dequantisation noise of ``seed`` (a private CPU generator: the same
     noise for the same seed, shape and dtype), in the dtype and on the device of ``like``."""
     dtype = torch.float32 if like is None else like.dtype
-    gen = torch.Generator().manual_seed(int(seed))
-    x = preprocess(x.cpu(), n_bits, dtype=dtype, generator=gen)
-    return x if like is None else x.to(like.device)
+    x = x if like is None else x.to(like.device)
+    return preprocess(x, n_bits, dtype=dtype, generator=torch.Generator().manual_seed(int(seed)))
 
 
 def postprocess(x: torch.Tensor, n_bits: int = 8) -> torch.Tensor:

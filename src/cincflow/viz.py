@@ -1,5 +1,7 @@
 """Pictures of a flow: sample grids (the one sampling loop of the training stack), reconstructions
 x -> z -> x and latent interpolations, as float image grids [3, H, W] in [0, 1] for ``save_image``.
+Each picture says what it shows: a text strip above every block (the temperature of each sample
+block, "data" / "x -> z -> x", the interpolation's endpoints).
 
 Every function takes the flow itself (a :class:`cincflow.Glow`, e.g. ``FlowLitModule.eval_model``)
 and works on its device and dtype.
@@ -8,13 +10,18 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from .preprocess import dequantized, postprocess
 from .sampling import AccuracyReport, sample_with_check
+
+
+INTERPOLATION_TITLE = "latent interpolation, each row:\ndecode((1-t) z_a + t z_b), t = 0 -> 1"
 
 
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -36,6 +43,20 @@ def grid_of(images_uint8: torch.Tensor, nrow: int | None = None, padding: int = 
 def side_by_side(blocks: list[torch.Tensor]) -> torch.Tensor:
     """Grids [3, H, W] of equal size next to each other, 4 white pixels apart (one block: itself)."""
     return blocks[0] if len(blocks) == 1 else make_grid(torch.stack(blocks), nrow=len(blocks), padding=4, pad_value=1.0)
+
+
+def labelled(grid: torch.Tensor, text: str, size: int = 12) -> torch.Tensor:
+    """``grid`` [C, H, W] with a white strip above it holding ``text`` (lines split at newlines) in
+    black, PIL's bundled font shrunk down to 7 px until every line fits the width: [C, H + strip, W]."""
+    width, lines = grid.shape[-1], text.split("\n")
+    font = ImageFont.load_default(size=size)
+    while size > 7 and max(font.getlength(line) for line in lines) > width - 4:
+        size -= 1
+        font = ImageFont.load_default(size=size)
+    strip = Image.new("L", (width, len(lines) * (size + 2) + 4), 255)
+    ImageDraw.Draw(strip).multiline_text((2, 2), text, fill=0, font=font, spacing=2)
+    header = torch.from_numpy(np.asarray(strip).copy()).to(grid.dtype) / 255.0  # black on white
+    return torch.cat([header.expand(grid.shape[0], -1, -1), grid], dim=1)
 
 
 def fixed_noise(latent_shapes: list[tuple[int, ...]], n: int, seed: int) -> list[torch.Tensor]:
@@ -84,7 +105,7 @@ def sample_grid(
                 bad += int((~torch.isfinite(x.flatten(1))).any(dim=1).sum())
                 images.append(postprocess(x, model.n_bits).cpu())
                 bar.update(1)
-            blocks.append(grid_of(torch.cat(images), nrow=nrow))
+            blocks.append(labelled(grid_of(torch.cat(images), nrow=nrow), f"T = {float(t):g}"))
     stats = {"nonfinite_samples": bad, "samples": n * len(temperatures), "inverse_residual_max": float(report.residual),
              "inverse_error_bound": float(report.bound), "accuracy": report}
     return side_by_side(blocks), stats
@@ -92,7 +113,7 @@ def sample_grid(
 
 @torch.no_grad()
 def reconstruction_grid(model: nn.Module, images_uint8: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Originals (left block) next to their reconstructions x -> z -> x (right block), and the errors
+    """Originals ("data", left block) next to their reconstructions ("x -> z -> x", right), and the errors
     ``recon_err_max`` / ``recon_err_mean`` (model space; NaN counts as inf) and ``recon_pixels_exact``."""
     x = dequantized(images_uint8, model.n_bits, seed, like=next(model.parameters()))
     zs, _ = model.encode(x)
@@ -106,12 +127,14 @@ def reconstruction_grid(model: nn.Module, images_uint8: torch.Tensor, seed: int 
         "recon_pixels_exact": float((rec_uint8 == orig_uint8).float().mean()),
     }
     nrow = max(1, int(math.ceil(math.sqrt(images_uint8.shape[0]))))
-    return side_by_side([grid_of(orig_uint8, nrow), grid_of(rec_uint8, nrow)]), stats
+    blocks = [labelled(grid_of(orig_uint8, nrow), "data"), labelled(grid_of(rec_uint8, nrow), "x -> z -> x")]
+    return side_by_side(blocks), stats
 
 
 @torch.no_grad()
 def interpolation_grid(model: nn.Module, images_uint8: torch.Tensor, steps: int, seed: int) -> torch.Tensor:
-    """One row per consecutive image pair: the decoded linear interpolations of their latents."""
+    """One row per consecutive image pair (a, b): decode((1 - t) z_a + t z_b) for ``steps`` values of t
+    from 0 (left, a's reconstruction) to 1 (right, b's), under a title saying so."""
     x = dequantized(images_uint8, model.n_bits, seed, like=next(model.parameters()))
     zs, _ = model.encode(x)
     alphas = torch.linspace(0, 1, steps, device=x.device, dtype=x.dtype)
@@ -119,4 +142,4 @@ def interpolation_grid(model: nn.Module, images_uint8: torch.Tensor, steps: int,
     for p in range(images_uint8.shape[0] // 2):
         mixed = [torch.stack([(1 - a) * z[2 * p] + a * z[2 * p + 1] for a in alphas]) for z in zs]
         rows.append(postprocess(model.decode(mixed), model.n_bits).cpu())
-    return grid_of(torch.cat(rows), nrow=steps)
+    return labelled(grid_of(torch.cat(rows), nrow=steps), INTERPOLATION_TITLE)

@@ -30,9 +30,9 @@ class RandomShiftFlip:
     """Random translation by up to ``max_shift`` pixels per axis and, if ``flip``, a
     horizontal flip with probability 1/2. Input and output: uint8 [C, H, W].
 
-    Randomness comes from ``torch``'s generator (the global one unless ``generator`` is
-    given); inside DataLoader workers torch seeds it per worker from the loader's
-    generator, so augmented epochs are reproducible given the loader seed.
+    Randomness comes from ``generator`` (the global one when None); the DataModules pass a
+    seeded one per draw (:class:`cincflow.data.common.UInt8ArrayDataset`), so their augmented
+    epochs are reproducible given the data seed.
     """
 
     def __init__(self, max_shift: int = 2, flip: bool = True, pad_mode: str = "replicate"):

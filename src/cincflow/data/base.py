@@ -11,12 +11,19 @@ Contract shared by all DataModules of :mod:`cincflow.data`:
   val/test loaders keep the order. No samplers are built here: under DDP Lightning
   injects its ``DistributedSampler``;
 * ``train_images(n)`` returns the first ``n`` training images, unaugmented, as uint8
-  [n, C, H, W] (for data-dependent initialisation such as ActNorm).
+  [n, C, H, W] (for data-dependent initialisation such as ActNorm);
+* training augmentation (where a DataModule has one) is deterministic given ``seed`` too: the
+  k-th draw of training image i uses the seed (``seed``, i, k) (:class:`UInt8ArrayDataset`),
+  with any number of workers; the draw counts are the DataModule's ``state_dict``, which Lightning
+  keeps in checkpoints, so a resumed single-process run continues the same augmentations (under
+  DDP each process counts its own draws and a resumed run continues from rank 0's counts).
 
 Subclasses implement :meth:`_build_datasets`.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -77,6 +84,23 @@ class UInt8ImageDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, train=False)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The augmentation draw counts of the training set (empty without augmentation)."""
+        draws = getattr(self.train_set, "draws", None)
+        return {} if draws is None else {"augment_draws": draws.clone()}
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        draws = state_dict.get("augment_draws")
+        if draws is None:
+            return
+        self.setup("fit")
+        if self.train_set.draws is None or self.train_set.draws.shape != draws.shape:
+            have = "no augmentation" if self.train_set.draws is None else f"{len(self.train_set)} training images"
+            warnings.warn(f"the checkpoint counts augmentations of {len(draws)} training images but this "
+                          f"{type(self).__name__} has {have}: its augmentations start afresh", stacklevel=2)
+            return
+        self.train_set.draws.copy_(draws)
 
     def train_images(self, n: int) -> torch.Tensor:
         """First ``n`` training images (fewer if the train set is smaller), uint8 [n, C, H, W].

@@ -126,7 +126,7 @@ class CIFAR10DataModule(UInt8ImageDataModule):
         test = np.concatenate([load_cifar_batch(self.folder / name) for name in TEST_FILES])
         train_idx, val_idx = seeded_split(len(train_all), [self.val_size], self.split_seed)
         return (
-            UInt8ArrayDataset(train_all, train_idx, transform=self.augmentation),
+            UInt8ArrayDataset(train_all, train_idx, transform=self.augmentation, seed=self.seed),
             UInt8ArrayDataset(train_all, val_idx),
             UInt8ArrayDataset(test),
         )

@@ -2,7 +2,7 @@
 
 * :class:`UInt8ArrayDataset` - images from a uint8 array of shape (N, C, H, W) (in memory
   or a read-only ``np.memmap``), optionally restricted to a subset of indices; each item
-  is a ``torch.uint8`` tensor [C, H, W] (no label).
+  is a ``torch.uint8`` tensor [C, H, W] (no label), optionally augmented with seeded draws.
 * :func:`seeded_split` - reproducible partition of ``range(n)`` into held-out parts and
   the rest.
 * :func:`cached_uint8_array` - one-time conversion of raw files into a uint8 ``.npy``
@@ -24,8 +24,19 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 
+def draw_seed(seed: int, index: int, draw: int) -> int:
+    """The seed of the ``draw``-th augmentation of item ``index`` (an integer mix of the three)."""
+    mixed = (int(seed) * 0x9E3779B97F4A7C15) ^ (int(index) * 0xBF58476D1CE4E5B9) ^ (int(draw) * 0x94D049BB133111EB)
+    return mixed % 2**63
+
+
 class UInt8ArrayDataset(Dataset):
     """``array[indices[i]]`` as a uint8 tensor [C, H, W], passed through ``transform``.
+
+    Augmentation is deterministic given ``seed``: ``transform(img, generator=g)`` gets a fresh
+    generator seeded by :func:`draw_seed` (``seed``, i, k) for the k-th time item i is drawn. The
+    counts ``draws`` [N] live in shared memory, so DataLoader workers (any number) count together
+    and every pass over the data draws new augmentations; the global RNG plays no part.
 
     If ``mmap_path`` is given, ``array`` is a memory map of that ``.npy`` file; pickling
     the dataset (spawned DataLoader workers) then sends only the path and the worker
@@ -36,8 +47,9 @@ class UInt8ArrayDataset(Dataset):
         self,
         array: np.ndarray,
         indices: Sequence[int] | np.ndarray | None = None,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform: Callable[..., torch.Tensor] | None = None,
         mmap_path: str | os.PathLike | None = None,
+        seed: int = 0,
     ):
         if array.ndim != 4 or array.dtype != np.uint8:
             raise ValueError(f"expected a uint8 array (N, C, H, W), got {array.dtype} {array.shape}")
@@ -45,13 +57,19 @@ class UInt8ArrayDataset(Dataset):
         self.indices = np.arange(len(array)) if indices is None else np.asarray(indices, dtype=np.int64)
         self.transform = transform
         self.mmap_path = None if mmap_path is None else str(mmap_path)
+        self.seed = int(seed)
+        self.draws = None if transform is None else torch.zeros(len(self.indices), dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         img = torch.from_numpy(np.array(self.array[self.indices[i]], dtype=np.uint8, copy=True))
-        return img if self.transform is None else self.transform(img)
+        if self.transform is None:
+            return img
+        k = int(self.draws[i])
+        self.draws[i] = k + 1  # item i is drawn by one worker at a time (once per pass)
+        return self.transform(img, generator=torch.Generator().manual_seed(draw_seed(self.seed, i, k)))
 
     def images(self, n: int | None = None) -> torch.Tensor:
         """The first ``n`` images (all if ``n`` is None), untransformed, uint8 [n, C, H, W]."""

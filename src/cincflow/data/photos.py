@@ -120,5 +120,5 @@ class PhotosDataModule(UInt8ImageDataModule):
             order = rng.permutation(len(patches))
             self.sources[split] = names[order]
             transform = self.augmentation if split == "train" else None
-            datasets.append(UInt8ArrayDataset(np.ascontiguousarray(patches[order]), transform=transform))
+            datasets.append(UInt8ArrayDataset(np.ascontiguousarray(patches[order]), transform=transform, seed=self.seed))
         return tuple(datasets)

@@ -1,6 +1,7 @@
 """Building the flow from its config, and a trained :class:`FlowLitModule` from a checkpoint file
 alone: the one place that reads a checkpoint back into a model (the entry scripts, the final sample
-grid, the reproduction, ``FlowLitModule.load_from_checkpoint``).
+grid, the reproduction, ``FlowLitModule.load_from_checkpoint``, and :func:`load` = ``cincflow.load``,
+which returns the flow itself).
 
 Checkpoint formats (``checkpoint["cincflow_format"]``):
 
@@ -13,6 +14,7 @@ Checkpoint formats (``checkpoint["cincflow_format"]``):
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -92,3 +94,16 @@ def load_module(ckpt_path: str | os.PathLike, use_ema: bool = True, device: str 
         module.ema = None
     module.eval()
     return module.to(device_of(device))
+
+
+def load(path: str | os.PathLike, ema: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
+    """The trained flow (a :class:`cincflow.Glow`) of a checkpoint written by ``src/train.py``, in eval
+    mode on ``map_location`` (``auto``: CUDA when available), ready for ``sample``, ``encode`` and
+    ``bits_per_dim``. ``ema=True``: the Polyak-averaged weights (a warning, and the training weights,
+    when the run had no averaging: ``ema_decay=null``); ``ema=False``: the training weights. The
+    averaged copy is frozen (``requires_grad`` off); call ``requires_grad_(True)`` to fine-tune it."""
+    module = load_module(path, use_ema=ema, device=str(map_location))
+    if ema and module.ema is None:
+        warnings.warn(f"{path} has no Polyak-averaged weights (trained with ema_decay=null): "
+                      "returning its training weights", stacklevel=2)
+    return module.eval_model.eval()
