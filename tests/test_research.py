@@ -141,7 +141,8 @@ def test_a_resumed_run_on_augmented_data_matches_an_uninterrupted_one(tmp_path):
            "test=false"]
     straight = train(composed("train", two, tmp_path / "straight"))
     first = train(composed("train", [*two, "trainer.max_epochs=1"], tmp_path / "first"))
-    resumed = train(composed("train", [*two, f"ckpt_path='{first['last_checkpoint']}'"], tmp_path / "resumed"))
+    # a resume continues the run in its own folder (tests/test_runs.py)
+    resumed = train(composed("train", [*two, f"ckpt_path='{first['last_checkpoint']}'"], tmp_path / "first"))
     a, b = (torch.load(r["last_checkpoint"], map_location="cpu", weights_only=False) for r in (straight, resumed))
     assert a["global_step"] == b["global_step"] == 4
     assert torch.equal(a["PhotosDataModule"]["augment_draws"], b["PhotosDataModule"]["augment_draws"])

@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 from omegaconf import DictConfig
 
