@@ -9,7 +9,7 @@ from typing import Any
 from lightning.pytorch import seed_everything
 from omegaconf import DictConfig
 
-from ..errors import ConfigError
+from ..config import validate
 from ..paths import ensure_writable_dir
 from ..training.loading import load_module
 from .common import datamodule_for, instantiate_trainer, require_checkpoint, torch_threads
@@ -22,10 +22,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
+    validate(cfg, "eval")  # every input, before anything is loaded or written
     ckpt = require_checkpoint(cfg, "src/eval.py")
     split = cfg.get("split", "test")
-    if split not in ("test", "val"):
-        raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
     if cfg.get("seed") is not None:
         seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import check_images
 from .causal import DEFAULT_INVERSE, CausalInverse, causal_conv
 from .causal_weight import CausalWeight
 from .quarter_plane import QuarterPlaneConv
@@ -38,6 +39,7 @@ class CInCConv(QuarterPlaneConv):
         return self.kernel.log_abs_det_per_pixel()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images("CInCConv", x, self.bias.shape[0])
         return causal_conv(x, self.kernel(), self.bias), self._logdet(x)
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:

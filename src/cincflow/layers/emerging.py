@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import check_images
 from .causal import DEFAULT_INVERSE, CausalInverse, causal_conv, flip
 from .causal_weight import CausalWeight
 from .quarter_plane import QuarterPlaneConv
@@ -36,6 +37,7 @@ class EmergingConv(QuarterPlaneConv):
         return self.anticausal.log_abs_det_per_pixel() + self.causal.log_abs_det_per_pixel()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images("EmergingConv", x, self.bias.shape[0])
         h = flip(causal_conv(flip(x), self.anticausal()))
         return causal_conv(h, self.causal(), self.bias), self._logdet(x)
 

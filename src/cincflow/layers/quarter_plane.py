@@ -1,7 +1,7 @@
 """What CInC and Emerging share: a convolution whose Jacobian is a product of quarter-plane
 triangular factors, each with the same diagonal block at every pixel.
 
-Subclasses provide ``log_abs_det_per_pixel()`` (log|det| of the diagonal blocks, summed over the
+Subclasses have a ``bias`` [C] and provide ``log_abs_det_per_pixel()`` (log|det| of the diagonal blocks, summed over the
 factors), ``forward`` and ``_solve(y)`` (the exact inverse with ``self.inverse_mode``). This base adds
 log|det| = H * W * log_abs_det_per_pixel(), the selectable inverse algorithm, and residual tracking:
 with ``track_residual`` set, every inverse records ``last_residual`` = max over the batch of
@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import check_images
 from .causal import check_inverse_mode, relative_residual
 
 
@@ -43,6 +44,7 @@ class QuarterPlaneConv(nn.Module):
         return (h * w * self.log_abs_det_per_pixel()).expand(x.shape[0])
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(type(self).__name__, y, self.bias.shape[0])
         x = self._solve(y)
         if self.track_residual:
             self.last_residual = relative_residual(self.forward(x)[0], y)

@@ -1,0 +1,287 @@
+"""Every input is checked before work starts (issue #12): bad values through the real command line
+(one ``error:`` line, exit status 2, no run folder created, no earlier file changed) and through the
+Python API (ValueError/TypeError naming the expected shape, dtype or range).
+
+The command-line cases run in ONE process with the harness of tests/test_reliability.py."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from test_reliability import TINY, assert_one_line_error, run_cases, tiny_checkpoint  # noqa: F401 (fixture)
+
+from cincflow import ActNorm, AdditiveCoupling, AffineCoupling, CInCConv, EmergingConv, Glow, InvConv1x1, QuadCoupling
+from cincflow import Split, Squeeze
+from cincflow.config import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_every_config_in_conf_passes_the_schema(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    experiments = sorted(str(p.relative_to(ROOT / "conf" / "experiment").with_suffix(""))
+                         for p in (ROOT / "conf" / "experiment").rglob("*.yaml"))
+    assert len(experiments) >= 20
+    groups = {g: sorted(p.stem for p in (ROOT / "conf" / g).glob("*.yaml"))
+              for g in ("conv", "coupling", "data", "trainer", "debug", "logger", "callbacks")}
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        overrides = [[f"experiment={e}"] for e in experiments] + [[]]
+        overrides += [[f"{g}={c}"] for g, choices in groups.items() for c in choices]
+        for ov in overrides:
+            validate(compose("train", overrides=ov), "train", output_dir=tmp_path / "run")
+        for script in ("eval", "sample"):
+            validate(compose(script, overrides=["ckpt_path=x.ckpt"]), script, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # validation creates nothing
+
+
+def _checkpoint_variants(d: Path, ckpt_path: Path) -> None:
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    no_data = {**ckpt, "hyper_parameters": {k: v for k, v in ckpt["hyper_parameters"].items() if k != "data"}}
+    torch.save(no_data, d / "no_data.ckpt")
+    torch.save({**ckpt, "hyper_parameters": {**ckpt["hyper_parameters"], "frobnicate": 3}}, d / "unknown_hparams.ckpt")
+    torch.save(ckpt["state_dict"], d / "weights_only.pt")
+
+
+def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa: F811
+    d = tmp_path
+    (d / "a_file").write_text("not a folder\n")
+    _checkpoint_variants(d, tiny_checkpoint)
+    earlier = d / "earlier_run"  # an earlier run's files: none may change
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "checkpoints" / "last.ckpt").write_bytes(tiny_checkpoint.read_bytes())
+    (earlier / "metrics.json").write_text('{"test/bpd": 3.3}\n')
+    before = tree_hashes(d)
+    ckpt_before = tiny_checkpoint.read_bytes()
+    no_gpu_device = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    ck = f"ckpt_path={tiny_checkpoint}"
+
+    train = [
+        (["trainer.max_epochs=abc"], ("max_epochs must be an integer", "'abc'", "trainer.max_epochs=100")),
+        (["model.conv.kernel_size=0"], ("invalid model configuration", "kernel_size must be an integer >= 2, got 0")),
+        (["model.conv.kernel_size=1"], ("kernel_size must be an integer >= 2, got 1",)),
+        (["optimizer._target_=torch.optim.Adamx"], ("optimizer._target_=torch.optim.Adamx cannot be imported",
+                                                     "torch.optim.Adamax")),
+        (["optimizer._target_=torch.nn.Linear"], ("is not a torch.optim.Optimizer",)),
+        (["optimizer._target_=torch.optim.SGD"], ("torch.optim.SGD got an unexpected keyword argument 'betas'",
+                                                   "~optimizer.betas")),
+        (["optimizer.lr=-0.1"], ("lr must be a positive finite number, got -0.1", "optimizer.lr=0.001")),
+        (["optimizer.lr=inf"], ("lr must be a positive finite number, got inf",)),
+        (["optimizer.betas=[0.9,1.0]"], ("betas must be two numbers in [0, 1)", "optimizer.betas=[0.9,0.999]")),
+        (["optimizer.betas=[0.9]"], ("betas must be two numbers in [0, 1)",)),
+        (["optimizer.eps=0"], ("eps must be a positive finite number, got 0",)),
+        (["optimizer.weight_decay=-1"], ("weight_decay must be a number >= 0",)),
+        (["ema_decay=1.0"], ("ema_decay must be a number in [0, 1)", "got 1.0")),
+        (["ema_decay=-0.5"], ("ema_decay must be a number in [0, 1)",)),
+        (["seed=abc"], ("seed must be an integer", "'abc'", "seed=0")),
+        (["num_threads=0"], ("num_threads must be a positive integer", "got 0")),
+        (["num_threads=-2"], ("num_threads must be a positive integer",)),
+        (["global_batch_size=0"], ("global_batch_size must be a positive integer",)),
+        (["global_batch_size=-64"], ("global_batch_size must be a positive integer",)),
+        (["trainer.gradient_clip_val=-1"], ("gradient_clip_val must be a number >= 0", "got -1")),
+        (["model.conv.fixed_diagonal=maybe"], ("fixed_diagonal must be true or false", "'maybe'")),
+        (["conv=glow", "+model.conv.init_std=0.1"], ("invalid model configuration",
+                                                     "unexpected keyword argument 'init_std'", "~model.conv.init_std")),
+        (["conv=emerging", "+model.conv.kernel_size=5"], ("unexpected keyword argument 'kernel_size'",)),
+        (["+model.frobnicate=1"], ("cincflow.Glow got an unexpected keyword argument 'frobnicate'",)),
+        (["trainer.precision=16-true"], ("precision must be one of 32-true, 64-true, bf16-mixed, 16-mixed", "16-true")),
+        (["trainer.precision=bf16-true"], ("precision must be one of",)),
+        (["model.learn_top=maybe"], ("learn_top must be true or false",)),
+        (["samples.temperatures=[]"], ("temperatures must be a non-empty list of positive finite numbers",)),
+        (["scheduler.warmup_steps=-1"], ("warmup_steps must be an integer >= 0",)),
+        ([f"hydra.run.dir={d / 'a_file' / 'run'}"], ("the run folder", "cannot be created", "a_file is a file",
+                                                    "hydra.run.dir=")),
+        (["data=imagenet32_oord", f"data.cache_dir={d / 'a_file' / 'cache'}"],
+         ("data.cache_dir=", "cannot be created", "a_file is a file")),
+        (["data=cifar10", f"paths.data_dir={d / 'a_file' / 'data'}"], ("data.data_dir=", "cannot be created")),
+    ]
+    # checked when the data is there (after Hydra made the folder, before the model is built)
+    after_data = [
+        (["data.val_size=1700"], ("invalid data configuration", "1700 + 180", "1797 images", "data.val_size")),
+        (["data.test_size=1797"], ("invalid data configuration", "1797 images")),
+    ]
+    sample = [
+        (["n=0"], ("n must be a positive integer, got 0",)),
+        (["n=-1"], ("n must be a positive integer, got -1",)),
+        (["temperature="], ("temperature must be a positive finite number or a non-empty list", "an empty value")),
+        (["temperature=0"], ("temperature must be a positive finite number", "got 0")),
+        (["temperature=-0.7"], ("temperature must be a positive finite number",)),
+        (["temperature=inf"], ("got inf",)),
+        (["temperature=nan"], ("got nan",)),
+        (["temperature=warm"], ("'warm'",)),
+        (["temperature=[]"], ("non-empty list",)),
+        (["temperature=[0.7,nan]"], ("temperature must be",)),
+        (["interpolation_steps=0"], ("interpolation_steps must be an integer >= 2",)),
+        (["reconstructions=-1"], ("reconstructions must be an integer >= 0",)),
+        (["nrow=0"], ("nrow must be a positive integer",)),
+        (["split=train"], ("split must be test or val", "'train'")),
+        ([f"device={no_gpu_device}"], (f"device={no_gpu_device}", "CUDA GPU(s) on this machine", "device=cpu")),
+        (["device=tpu"], ("device=tpu is not a torch device",)),
+        ([f"output={d / 'a_file' / 'samples.png'}"], ("output=", "cannot be created", "a_file is a file")),
+        ([f"output={d}"], ("is a folder, not a file",)),
+    ]
+    evaluate = [
+        ([f"ckpt_path={d / 'no_data.ckpt'}"], ("the checkpoint has no data config", "data=<name>")),
+        ([f"ckpt_path={d / 'unknown_hparams.ckpt'}"], ("unknown_hparams.ckpt has hyper-parameters this version does "
+                                                       "not take", "frobnicate")),
+        ([f"ckpt_path={d / 'weights_only.pt'}"], ("weights_only.pt holds only weights", "load_state_dict")),
+        ([ck, "split=train"], ("split must be test or val",)),
+        ([ck, "use_ema=maybe"], ("use_ema must be true or false",)),
+        ([ck, "batch_size=0"], ("batch_size must be a positive integer",)),
+    ]
+    sample_ckpts = [
+        ([f"ckpt_path={d / 'weights_only.pt'}"], ("holds only weights",)),
+        ([f"ckpt_path={d / 'unknown_hparams.ckpt'}"], ("hyper-parameters this version does not take",)),
+        ([f"ckpt_path={d / 'no_data.ckpt'}", "reconstructions=2"], ("the checkpoint has no data config",)),
+    ]
+
+    runs = d / "runs"
+    cases, expected, no_folder = [], [], []
+    for script, group, prefix, folder in (("train", train, TINY, False), ("train", after_data, TINY, True),
+                                          ("sample", sample, [ck], False), ("eval", evaluate, [], True),
+                                          ("sample", sample_ckpts, [], True)):
+        for args, fragments in group:
+            i = len(cases)
+            run_dir = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={runs / str(i)}"]
+            cases.append((script, [*prefix, *args, *run_dir]))
+            expected.append(fragments)
+            if not folder:
+                no_folder.append(i)
+    cases.append(("reproduce", ["--scale", "smoke", "--only", "cifar10_cinc_triple"]))
+    expected.append(("cifar10_cinc_triple",))
+    results = run_cases(cases)
+    assert len(results) == len(cases)
+    for case, fragments, result in zip(cases, expected, results):
+        try:
+            assert_one_line_error(result, *fragments)
+        except AssertionError as err:
+            raise AssertionError(f"{case}: {err}") from None
+        assert "parameters" not in result["stdout"], (case, result["stdout"][-500:])  # no model was built
+    for i in no_folder:  # checked before Hydra made the run folder
+        assert not (runs / str(i)).exists(), cases[i]
+    made = [p for p in runs.rglob("*") if p.is_file()] if runs.exists() else []
+    assert [p for p in made if ".hydra" not in p.parts and p.suffix != ".log"] == []  # only Hydra's records
+    after = tree_hashes(d)
+    assert {k: v for k, v in after.items() if not k.startswith("runs")} == before
+    assert tiny_checkpoint.read_bytes() == ckpt_before
+
+
+def test_config_errors_before_the_run_folder_exit_2_as_a_real_process(tmp_path):
+    import subprocess
+    import sys
+
+    from test_reliability import _env
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "trainer.max_epochs=abc", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: invalid trainer configuration: max_epochs")
+    assert not run_dir.exists()
+
+
+# --------------------------------------------------------------------------- the Python API
+
+
+@pytest.fixture(scope="module")
+def glow():
+    torch.manual_seed(0)
+    return Glow(in_channels=1, image_size=8, levels=2, depth=1, width=8, conv="cinc", coupling="affine", n_bits=5)
+
+
+def test_glow_rejects_integer_images_and_points_to_bits_per_dim(glow):
+    images = torch.randint(0, 256, (2, 1, 8, 8), dtype=torch.uint8)
+    with pytest.raises(TypeError, match=r"floating-point tensor .*torch.uint8.*bits_per_dim"):
+        glow.log_prob(images)
+    with pytest.raises(TypeError, match="bits_per_dim"):
+        glow.encode(images.long())
+    assert torch.isfinite(glow.bits_per_dim(images)).all()  # the right call for uint8 images
+    with pytest.raises(ValueError, match=r"shape \[B, 1, 8, 8\], got \[2, 3, 8, 8\]"):
+        glow.log_prob(torch.randn(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_sample_needs_a_positive_integer_count(glow, n):
+    with pytest.raises(ValueError, match=rf"n must be an integer >= 1, got {n!r}"):
+        glow.sample(n)
+
+
+def test_noise_and_latents_of_the_wrong_shape_or_count(glow):
+    shapes = glow.latent_shapes()
+    noise = [torch.randn(3, *s) for s in shapes]
+    assert glow.sample(3, noise=noise).shape == (3, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"expected 2 tensors \(one per level\)"):
+        glow.sample(3, noise=noise[:1])
+    with pytest.raises(ValueError, match=r"noise\[0\]: expected shape \[3, 2, 4, 4\].*got \[1, 2, 4, 4\]"):
+        glow.sample(3, noise=[torch.randn(1, *shapes[0]), noise[1]])  # used to broadcast
+    with pytest.raises(ValueError, match=r"noise\[1\]: expected shape \[3, 8, 2, 2\]"):
+        glow.sample(3, noise=[noise[0], torch.randn(3, 8, 2, 1)])
+    zs, _ = glow.encode(torch.randn(2, 1, 8, 8))
+    torch.testing.assert_close(glow.decode(glow.encode(glow.decode(zs))[0]), glow.decode(zs))
+    with pytest.raises(ValueError, match=r"latents: expected 2 tensors"):
+        glow.decode(zs[:1])
+    with pytest.raises(ValueError, match=r"latents\[1\]: expected shape \[2, 8, 2, 2\].*got \[1, 8, 2, 2\]"):
+        glow.decode([zs[0], zs[1][:1]])
+
+
+LAYERS = [
+    ("ActNorm", lambda: ActNorm(4)), ("InvConv1x1", lambda: InvConv1x1(4)), ("CInCConv", lambda: CInCConv(4)),
+    ("EmergingConv", lambda: EmergingConv(4)), ("AffineCoupling", lambda: AffineCoupling(4, 8)),
+    ("AdditiveCoupling", lambda: AdditiveCoupling(4, 8)), ("QuadCoupling", lambda: QuadCoupling(4, 8)),
+]
+
+
+@pytest.mark.parametrize("name,make", LAYERS, ids=[n for n, _ in LAYERS])
+def test_layers_check_channels_and_dtype_in_both_directions(name, make):
+    layer = make()
+    x = torch.randn(2, 4, 4, 4)
+    y, _ = layer(x)
+    x_back, _ = layer.inverse(y)
+    torch.testing.assert_close(x_back, x, rtol=1e-4, atol=1e-4)
+    for call in (layer, layer.inverse):
+        with pytest.raises(ValueError, match=rf"{name} expects a tensor of shape \[B, 4, H, W\], got \[2, 6, 4, 4\]"):
+            call(torch.randn(2, 6, 4, 4))
+        with pytest.raises(ValueError, match=r"shape \[B, 4, H, W\], got \[4, 4, 4\]"):
+            call(torch.randn(4, 4, 4))
+        with pytest.raises(TypeError, match=rf"{name} expects a floating-point tensor.*torch.int64"):
+            call(torch.ones(2, 4, 4, 4, dtype=torch.long))
+
+
+def test_split_and_squeeze_check_their_inputs():
+    split, squeeze = Split(4), Squeeze()
+    with pytest.raises(ValueError, match=r"Split expects a tensor of shape \[B, 4, H, W\]"):
+        split(torch.randn(2, 6, 4, 4))
+    kept = torch.randn(2, 2, 4, 4)
+    with pytest.raises(ValueError, match=r"z must have the shape of kept, \[2, 2, 4, 4\], got \[1, 2, 4, 4\]"):
+        split.inverse(kept, torch.randn(1, 2, 4, 4))
+    with pytest.raises(ValueError, match="eps must have the shape of kept"):
+        split.inverse(kept, eps=torch.randn(2, 2, 4, 1))
+    with pytest.raises(TypeError, match="Squeeze expects a floating-point tensor"):
+        squeeze(torch.zeros(1, 1, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="divisible by 4, got 6"):
+        squeeze.inverse(torch.randn(1, 6, 2, 2))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: CInCConv(0), "channels must be an integer >= 1, got 0"),
+    (lambda: CInCConv(-3), "channels must be an integer >= 1, got -3"),
+    (lambda: CInCConv(4, kernel_size=1), "kernel_size must be an integer >= 2, got 1"),
+    (lambda: CInCConv(4, kernel_size=0), "kernel_size must be an integer >= 2, got 0"),
+    (lambda: CInCConv(4, kernel_size=2.5), "kernel_size must be an integer >= 2, got 2.5"),
+    (lambda: EmergingConv(0), "channels must be an integer >= 1, got 0"),
+    (lambda: InvConv1x1(0), "InvConv1x1 channels must be an integer >= 1, got 0"),
+    (lambda: ActNorm(0), "ActNorm channels must be an integer >= 1, got 0"),
+    (lambda: AffineCoupling(0), "coupling channels must be an integer >= 1, got 0"),
+    (lambda: QuadCoupling(-4), "quad coupling channels must be an integer >= 1, got -4"),
+])
+def test_layer_constructors_reject_impossible_sizes(make, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        make()
