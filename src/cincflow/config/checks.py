@@ -84,7 +84,8 @@ def check_conv(node: Any) -> None:
     try:
         target(4, **options)
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"invalid model configuration: {one_line(err)} (model.conv: {node._target_})") from None
+        raise ConfigError(f"invalid model configuration: {one_line(err)} (model.conv: {node._target_}): change the "
+                          f"model.conv option it names (defaults: conf/conv/)") from None
 
 
 def check_optimizer(node: Any) -> None:
@@ -110,7 +111,7 @@ def check_device(name: str, key: str = "device") -> None:
                 f"{key}={name}: torch {torch.__version__} sees {count} CUDA GPU(s) on this machine; "
                 f"use {key}=cpu{'' if count == 0 else f' or {key}=cuda:<0..{count - 1}>'}")
     elif device.type != "cpu":
-        raise ConfigError(f"{key}={name}: only cpu and cuda devices are supported")
+        raise ConfigError(f"{key}={name}: only cpu and cuda devices are supported: use {key}=cpu or {key}=cuda")
 
 
 def check_creatable(path: str | os.PathLike, name: str, fix: str, is_file: bool = False) -> None:
