@@ -134,7 +134,7 @@ def test_output_paths(composed, tmp_path):
         cfg.output = str(tmp_path / "new" / "deeper" / "s.png")
     validate(cfg, "sample", output_dir=tmp_path / "run")  # folders that can be made are fine
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match=r"the run folder .*file/run cannot be created: .*file is a file"):
+    with pytest.raises(ConfigError, match=r"output folder .*file/run is not writable \(it cannot be created: .*file is a file"):
         validate(cfg, "sample", output_dir=tmp_path / "file" / "run")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         validate(cfg, "sample", output_dir=tmp_path / "file")
@@ -180,7 +180,7 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
         (["conv=glow", "+model.conv.init_std=0.1"], ("invalid model configuration",
                                                      "unexpected keyword argument 'init_std'", "~model.conv.init_std")),
         (["trainer.precision=16-true"], ("precision must be one of 32-true, 64-true, bf16-mixed, 16-mixed", "16-true")),
-        ([f"hydra.run.dir={d / 'a_file' / 'run'}"], ("the run folder", "cannot be created", "a_file is a file",
+        ([f"hydra.run.dir={d / 'a_file' / 'run'}"], ("the output folder", "is not writable", "a_file is a file",
                                                     "hydra.run.dir=")),
         (["data=imagenet32_oord", f"data.cache_dir={d / 'a_file' / 'cache'}"],
          ("data.cache_dir=", "cannot be created", "a_file is a file")),

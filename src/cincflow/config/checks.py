@@ -66,7 +66,8 @@ def check_target(node: Any, key: str, call_args: int = 0) -> Any:
             takes = ", ".join(n for n in named if n not in positional) or "no options"
             raise ConfigError(
                 f"invalid {where} configuration: {node._target_} got an unexpected keyword argument '{option}' "
-                f"({key}.{option}; it takes: {takes}): remove it (~{key}.{option}) or choose another {key}._target_ that takes it")
+                f"({key}.{option}; it takes: {takes}): remove it (~{key}.{option}) or choose another {key}._target_ "
+                f"that takes it")
         value = plain(node[option])
         if option in hints and value is not None:  # null: the default (or, for the model, from the data)
             default = named[option].default if option in named else None
@@ -117,7 +118,7 @@ def check_device(name: str, key: str = "device") -> None:
 def check_creatable(path: str | os.PathLike, name: str, fix: str, is_file: bool = False) -> None:
     """The folder ``path`` (the file ``path`` with ``is_file``) exists as such, or can be created:
     its nearest existing ancestor is a writable folder. Creates nothing. ``name`` starts the
-    message: ``"data.cache_dir="`` or ``"the run folder "``."""
+    message: ``"data.cache_dir="`` or ``"the output folder "``."""
     path = resolve_path(path)
     if path.exists():
         if path.is_dir() == is_file:
@@ -126,9 +127,9 @@ def check_creatable(path: str | os.PathLike, name: str, fix: str, is_file: bool 
         return
     ancestor = next(p for p in path.parents if p.exists())
     if not ancestor.is_dir():
-        raise ConfigError(f"{name}{path} cannot be created: {ancestor} is a file, not a folder: {fix}")
+        raise ConfigError(f"{name}{path} is not writable (it cannot be created: {ancestor} is a file, not a folder): {fix}")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ConfigError(f"{name}{path} cannot be created: the folder {ancestor} is not writable: {fix}")
+        raise ConfigError(f"{name}{path} is not writable (it cannot be created: permission denied in {ancestor}): {fix}")
 
 
 def check_data_folders(data: Any) -> None:
@@ -150,7 +151,7 @@ def validate(cfg: DictConfig, script: str, output_dir: str | os.PathLike | None 
     ``cfg.paths.output_dir``). The first problem is a one-sentence :class:`ConfigError`."""
     check_node(cfg, SCHEMAS[script])
     folder_fix = "choose another folder with hydra.run.dir=... or paths.log_dir=..."
-    check_creatable(output_dir if output_dir is not None else cfg.paths.output_dir, "the run folder ", folder_fix)
+    check_creatable(output_dir if output_dir is not None else cfg.paths.output_dir, "the output folder ", folder_fix)
     check_data_folders(cfg.get("data"))
     if script == "train":
         check_optimizer(cfg.get("optimizer"))

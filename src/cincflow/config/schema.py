@@ -58,7 +58,8 @@ class TrainerSchema:
     precision: int | str | None = rule(
         "one of 32-true, 64-true, bf16-mixed, 16-mixed (the flow's LU factors and triangular solves have no "
         "half-precision kernels, so 16-true and bf16-true cannot train)", "32-true", one_of(PRECISIONS))
-    gradient_clip_val: float | None = rule("a number >= 0 (null: no clipping)", 100.0, lambda v: math.isfinite(v) and v >= 0)
+    gradient_clip_val: float | None = rule("a number >= 0 (null: no clipping)", 100.0,
+                                           lambda v: math.isfinite(v) and v >= 0)
     gradient_clip_algorithm: str | None = rule("norm or value", "norm", one_of(("norm", "value")))
     check_val_every_n_epoch: int | None = rule(POSITIVE, 1, at_least(1))
     log_every_n_steps: int | None = rule(POSITIVE, 20, at_least(1))
@@ -122,7 +123,8 @@ class TrainSchema(CommonSchema):
     atomic_checkpoints: bool | None = rule("true or false", "true")
     ema_decay: float | None = rule("a number in [0, 1) (null or 0: no averaging)", 0.999, lambda v: 0 <= v < 1)
     actnorm_init_images: int | None = rule(POSITIVE, 512, at_least(1))
-    global_batch_size: int | None = rule("a positive integer, or null to use data.batch_size per process", 128, at_least(1))
+    global_batch_size: int | None = rule("a positive integer, or null to use data.batch_size per process", 128,
+                                         at_least(1))
     trainer: TrainerSchema | None = None
     optimizer: OptimizerSchema | None = None
     scheduler: SchedulerSchema | None = None

@@ -1,12 +1,12 @@
 """What CInC and Emerging share: a convolution whose Jacobian is a product of quarter-plane
 triangular factors, each with the same diagonal block at every pixel.
 
-Subclasses have a ``bias`` [C] and provide ``log_abs_det_per_pixel()`` (log|det| of the diagonal blocks, summed over the
+Subclasses provide ``log_abs_det_per_pixel()`` (log|det| of the diagonal blocks, summed over the
 factors), ``forward`` and ``_solve(y)`` (the exact inverse with ``self.inverse_mode``). This base adds
 log|det| = H * W * log_abs_det_per_pixel(), the selectable inverse algorithm, and residual tracking:
 with ``track_residual`` set, every inverse records ``last_residual`` = max over the batch of
 |forward(x) - y| / |y| (large when the kernel is badly conditioned: the exact inverse then amplifies
-rounding errors, PAPER.md section 1).
+rounding errors, PAPER.md section 1). Subclasses have a ``bias`` [C]: the inverse checks y against it.
 """
 from __future__ import annotations
 

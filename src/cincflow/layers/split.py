@@ -54,7 +54,8 @@ class Split(nn.Module):
         check_images("Split.inverse (kept)", kept, self.channels // 2)
         for name, t in (("z", z), ("eps", eps)):
             if t is not None and tuple(t.shape) != tuple(kept.shape):
-                raise ValueError(f"Split.inverse: {name} must have the shape of kept, {list(kept.shape)}, got {list(t.shape)}")
+                raise ValueError(f"Split.inverse: {name} must have the shape of kept, {list(kept.shape)}, "
+                                 f"got {list(t.shape)}")
         if z is None:
             z = gaussian_sample(*self._prior(kept), temperature, eps)
         return torch.cat([kept, z], dim=1)
