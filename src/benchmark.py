@@ -18,9 +18,8 @@ from pathlib import Path
 
 from _entry import ROOT  # sets up sys.path and PROJECT_ROOT
 
-import torch  # noqa: E402
-
 from cincflow.bench import SIZES, markdown, run, write  # noqa: E402
+from cincflow.config import check_device  # noqa: E402
 from cincflow.errors import ConfigError, report_errors  # noqa: E402
 
 KEYS = ("size", "device", "out", "threads")
@@ -36,23 +35,6 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1))
-
-
-def check_device(name: str) -> None:
-    """``name`` must be a torch device this machine has."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name} is not a torch device: use device=cpu or device=cuda[:index]") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (device.index or 0) >= count:
-            raise ConfigError(
-                f"device={name}: torch {torch.__version__} sees {count} CUDA GPU(s) on this machine; "
-                f"use device=cpu{'' if count == 0 else f' or device=cuda:<0..{count - 1}>'}"
-            )
-    elif device.type != "cpu":
-        raise ConfigError(f"device={name}: the benchmark runs on cpu or cuda")
 
 
 def parse(argv: list[str]) -> dict:

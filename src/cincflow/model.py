@@ -14,6 +14,7 @@ from collections import Counter
 import torch
 from torch import nn
 
+from .checks import check_images, check_positive_int
 from .layers.quarter_plane import QuarterPlaneConv
 from .layers.sequential import FlowSequential
 from .layers.split import Split, gaussian_log_prob, gaussian_sample
@@ -108,6 +109,7 @@ class Glow(nn.Module):
         return mean, log_std
 
     def _check_input(self, x: torch.Tensor) -> None:
+        check_images("Glow", x)  # floats: uint8 images go through bits_per_dim
         if dims_mismatch(self, x):
             expected = (self.in_channels, self.image_size, self.image_size)
             raise ValueError(
@@ -151,6 +153,18 @@ class Glow(nn.Module):
         x = preprocess(x_uint8.to(self.top_prior.device), self.n_bits, dequantize, dtype, generator)
         return bits_per_dim(self.log_prob(x), self.num_dims, self.n_bits)
 
+    def _check_latents(self, name: str, zs: list[torch.Tensor] | None, batch: int) -> None:
+        """``zs`` (latents or noise) must be one tensor [batch, *latent_shapes()[i]] per level."""
+        if zs is None:
+            return
+        shapes = [[batch, *s] for s in self._latent_shapes]
+        if len(zs) != len(shapes):
+            raise ValueError(f"{name}: expected {len(shapes)} tensors (one per level) of shapes {shapes}, got {len(zs)}")
+        for i, (z, want) in enumerate(zip(zs, shapes)):
+            if not isinstance(z, torch.Tensor) or list(z.shape) != want:
+                got = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+                raise ValueError(f"{name}[{i}]: expected shape {want} (latent_shapes()[{i}] with batch {batch}), got {got}")
+
     def _decode(
         self,
         zs: list[torch.Tensor | None],
@@ -171,14 +185,15 @@ class Glow(nn.Module):
 
     def decode(self, zs: list[torch.Tensor]) -> torch.Tensor:
         """Exact inverse of :meth:`encode`."""
-        if len(zs) != len(self.levels):
-            raise ValueError(f"decode expects {len(self.levels)} latents (one per level), got {len(zs)}")
+        self._check_latents("decode: latents", zs, zs[0].shape[0] if len(zs) and isinstance(zs[0], torch.Tensor) else 0)
         return self._decode(list(zs), zs[0].shape[0], 1.0, None)
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         """n model-space samples; latents = mean + std * temperature * eps, eps ~ N(0, I) or ``noise``
         (one standard-normal tensor per latent, shapes [n, *latent_shapes()[i]]) for fixed grids."""
+        check_positive_int("Glow.sample: n", n)
+        self._check_latents("Glow.sample: noise", noise, n)
         return self._decode([None] * len(self.levels), n, temperature, noise)
 
     @torch.no_grad()

@@ -96,7 +96,10 @@ def seeded_split(n: int, holdout_sizes: Sequence[int], seed: int) -> list[np.nda
     """
     sizes = [int(s) for s in holdout_sizes]
     if any(s < 0 for s in sizes) or sum(sizes) >= n:
-        raise ValueError(f"cannot hold out {sizes} of {n} items and keep at least one for training")
+        raise ValueError(
+            f"the held-out splits ({' + '.join(map(str, sizes))} images: data.val_size, data.test_size) do not "
+            f"fit the {n} images of the dataset with at least one left for training: choose smaller ones"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     parts, start = [], 0
     for s in sizes:

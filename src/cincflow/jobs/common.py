@@ -74,15 +74,19 @@ OFFLINE_DATA = ("train offline instead with experiment=quickstart (8x8 digits, a
 
 
 def check_data_first(datamodule: LightningDataModule) -> None:
-    """Make sure the data is there (``prepare_data``: on global rank 0, downloading where the
-    DataModule may) before anything is built or started; a missing dataset's one-line error then
-    also names the offline alternatives."""
+    """Make sure the data is there and splits as configured (``prepare_data`` and ``setup``: on
+    global rank 0, downloading where the DataModule may) before anything is built or started; a
+    missing dataset's one-line error then also names the offline alternatives."""
     if rank_zero_only.rank != 0:
         return  # the other processes find the files rank 0 made sure of (Lightning's barrier)
     try:
         datamodule.prepare_data()
     except DatasetNotFoundError as err:
         raise DatasetNotFoundError(f"{one_line(err)} Or {OFFLINE_DATA}.") from err
+    try:
+        datamodule.setup("fit")  # the splits (e.g. a hold-out larger than the dataset), before the model is built
+    except ValueError as err:
+        raise ConfigError(f"invalid data configuration: {one_line(err)}") from err
 
 
 def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:

@@ -13,6 +13,7 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 from omegaconf import DictConfig
 
+from ..config import validate
 from ..errors import ConfigError
 from ..ood import bits_per_image, histogram_png, ood_report
 from ..paths import ensure_writable_dir
@@ -38,10 +39,9 @@ def mean_and_se(values: list[float]) -> tuple[float, float | None]:
 
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
+    validate(cfg, "eval")  # every input, before anything is loaded or written
     ckpt = require_checkpoint(cfg, "src/eval.py")
     split = cfg.get("split", "test")
-    if split not in ("test", "val"):
-        raise ConfigError(f"split must be 'test' or 'val', got {split!r}")
     draws = cfg.get("dequant_samples")
     draws = 1 if draws is None else draws
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:

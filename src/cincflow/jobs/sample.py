@@ -14,6 +14,7 @@ from lightning.pytorch import LightningDataModule, seed_everything
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
+from ..config import validate
 from ..paths import ensure_writable_dir, resolve_path
 from ..training.loading import load_module
 from ..viz import interpolation_grid, reconstruction_grid, sample_grid
@@ -41,6 +42,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _sample(cfg: DictConfig) -> dict[str, Any]:
+    validate(cfg, "sample")  # every input, before anything is loaded or written
     ckpt = require_checkpoint(cfg, "src/sample.py")
     seed = int(cfg.get("seed") or 0)
     seed_everything(seed, workers=True)
@@ -48,6 +50,11 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     ensure_writable_dir(output_dir)
     module = load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device=cfg.get("device", "auto"))
     model = module.eval_model
+    n_rec = int(cfg.get("reconstructions") or 0)
+    n_int = int(cfg.get("interpolations") or 0)
+    images = None  # the data (an input too) before any file is written
+    if n_rec or n_int:
+        images = first_images(datamodule_for(cfg, module), max(n_rec, 2 * n_int), cfg.get("split", "test"))
     temps = cfg.temperature
     temps = [float(t) for t in temps] if isinstance(temps, (list, tuple)) or OmegaConf.is_list(temps) else [float(temps)]
     n = int(cfg.n)
@@ -73,10 +80,7 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     if nonfinite:
         logging.getLogger(__name__).warning("%d of %d samples are non-finite", nonfinite, total)
 
-    n_rec = int(cfg.get("reconstructions") or 0)
-    n_int = int(cfg.get("interpolations") or 0)
-    if n_rec or n_int:
-        images = first_images(datamodule_for(cfg, module), max(n_rec, 2 * n_int), cfg.get("split", "test"))
+    if images is not None:
         if n_rec:
             rgrid, stats = reconstruction_grid(model, images[:n_rec], seed)
             path = out_png.with_name(out_png.stem + "_reconstructions.png")

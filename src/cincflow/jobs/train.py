@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
+from ..config import validate
 from ..errors import ConfigError, TrainingInterrupted
 from ..paths import ensure_writable_dir
 from ..runs import check_training_folder
@@ -73,6 +74,7 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
 
 def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str, Any]:
     start = time.time()
+    validate(cfg, "train")  # every input, before anything is built or written
     if cfg.get("seed") is not None:
         seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import check_images, check_positive_int
+
 
 class ActNorm(nn.Module):
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
+        check_positive_int("ActNorm channels", channels)
         self.eps = eps
         self.loc = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
@@ -32,11 +35,13 @@ class ActNorm(nn.Module):
         return (h * w * self.log_scale.sum()).expand(x.shape[0])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images("ActNorm", x, self.loc.shape[1])
         if not self.initialized:
             self.initialize(x)
         return (x + self.loc) * self.log_scale.exp(), self._logdet(x)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images("ActNorm", y, self.loc.shape[1])
         return y * torch.exp(-self.log_scale) - self.loc, -self._logdet(y)
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import check_positive_int
 from .solvers import Solver, SolveCache, condition_number
 
 
 class CausalWeight(nn.Module):
     def __init__(self, channels: int, kernel_size: int, fixed_diagonal: bool = False, init_std: float = 0.01):
         super().__init__()
-        c, k = channels, kernel_size
+        c = check_positive_int("channels", channels)
+        k = check_positive_int("kernel_size", kernel_size, minimum=2)  # k = 1 has no causal taps
         self.channels, self.kernel_size, self.fixed_diagonal = c, k, fixed_diagonal
         mask = torch.ones(c, c, k, k)
         mask[:, :, k - 1, k - 1] = torch.tril(torch.ones(c, c), diagonal=-1)

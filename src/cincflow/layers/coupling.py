@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_images, check_positive_int
 from .conditioner import Conditioner
 
 
@@ -27,6 +28,7 @@ def affine_update_inverse(y: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tenso
 
 
 def _check_even(channels: int) -> None:
+    check_positive_int("coupling channels", channels)
     if channels % 2:
         raise ValueError(f"coupling needs an even channel count, got {channels}")
 
@@ -35,14 +37,17 @@ class AffineCoupling(nn.Module):
     def __init__(self, channels: int, width: int = 512, actnorm: bool = True):
         super().__init__()
         _check_even(channels)
+        self.channels = channels
         self.nn = Conditioner(channels // 2, channels, width, actnorm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(type(self).__name__, x, self.channels)
         xa, xb = x.chunk(2, dim=1)
         yb, logdet = affine_update(xb, self.nn(xa))
         return torch.cat([xa, yb], dim=1), logdet
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(type(self).__name__, y, self.channels)
         ya, yb = y.chunk(2, dim=1)
         xb, logdet = affine_update_inverse(yb, self.nn(ya))
         return torch.cat([ya, xb], dim=1), logdet
@@ -52,12 +57,15 @@ class AdditiveCoupling(nn.Module):
     def __init__(self, channels: int, width: int = 512, actnorm: bool = True):
         super().__init__()
         _check_even(channels)
+        self.channels = channels
         self.nn = Conditioner(channels // 2, channels // 2, width, actnorm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(type(self).__name__, x, self.channels)
         xa, xb = x.chunk(2, dim=1)
         return torch.cat([xa, xb + self.nn(xa)], dim=1), x.new_zeros(x.shape[0])
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(type(self).__name__, y, self.channels)
         ya, yb = y.chunk(2, dim=1)
         return torch.cat([ya, yb - self.nn(ya)], dim=1), y.new_zeros(y.shape[0])

@@ -10,10 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_images, check_positive_int
+
 
 class InvConv1x1(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
+        check_positive_int("InvConv1x1 channels", channels)
         q, _ = torch.linalg.qr(torch.randn(channels, channels, dtype=torch.float64))
         p, lower, upper = torch.linalg.lu(q)
         s = torch.diagonal(upper)
@@ -50,9 +53,11 @@ class InvConv1x1(nn.Module):
         return (h * w * self.log_s.sum()).expand(x.shape[0])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c = x.shape[1]
+        c = self.lower.shape[0]
+        check_images("InvConv1x1", x, c)
         return F.conv2d(x, self.weight().view(c, c, 1, 1)), self._logdet(x)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        c = y.shape[1]
+        c = self.lower.shape[0]
+        check_images("InvConv1x1", y, c)
         return F.conv2d(y, self.inverse_weight().view(c, c, 1, 1)), -self._logdet(y)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checks import check_images, check_positive_int
 from .conditioner import Conditioner
 from .coupling import affine_update, affine_update_inverse
 
@@ -24,17 +25,19 @@ from .coupling import affine_update, affine_update_inverse
 class QuadCoupling(nn.Module):
     def __init__(self, channels: int, width: int = 512, actnorm: bool = True):
         super().__init__()
+        check_positive_int("quad coupling channels", channels)
         if channels % 4:
             raise ValueError(
                 f"quad coupling splits channels into 4 equal blocks, but {channels} is not divisible by 4: "
                 "use coupling=affine or additive, or a channel count that is a multiple of 4"
             )
-        q = channels // 4
+        self.channels, q = channels, channels // 4
         self.f1 = Conditioner(q, 2 * q, width, actnorm)
         self.f2 = Conditioner(2 * q, 2 * q, width, actnorm)
         self.f3 = Conditioner(3 * q, 2 * q, width, actnorm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images("QuadCoupling", x, self.channels)
         x1, x2, x3, x4 = x.chunk(4, dim=1)
         y3, ld3 = affine_update(x3, self.f1(x4))
         y2, ld2 = affine_update(x2, self.f2(torch.cat([x3, x4], dim=1)))
@@ -42,6 +45,7 @@ class QuadCoupling(nn.Module):
         return torch.cat([y1, y2, y3, x4], dim=1), ld1 + ld2 + ld3
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images("QuadCoupling", y, self.channels)
         y1, y2, y3, x4 = y.chunk(4, dim=1)
         x3, ld3 = affine_update_inverse(y3, self.f1(x4))
         x2, ld2 = affine_update_inverse(y2, self.f2(torch.cat([x3, x4], dim=1)))

@@ -12,7 +12,8 @@ the float64 relative residual max_b ||f(x_b) - y_b||_inf / ||y_b - bias||_inf, t
 rigorous bound on the relative forward error, and cond_inf * unit round-off, the estimate before
 solving; docs/method.md section 1). With ``fallback_tolerance`` set too, a float32 (or lower) solve
 whose bound exceeds it is redone in float64 and kept if its residual is smaller: the bound of the
-returned x is then cond_inf * residual_64 + u (its rounding back to y's dtype).
+returned x is then cond_inf * residual_64 + u (its rounding back to y's dtype). Subclasses have a
+``bias`` [C]: forward and inverse check their input's channels and dtype against it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..checks import check_images
 from ..numerics import nan_as_worst
 from .solvers import DEFAULT_SOLVER, Solver, make_solver, relative_residual, unit_roundoff
 
@@ -69,6 +71,7 @@ class QuarterPlaneConv(nn.Module):
         return (h * w * self.log_abs_det_per_pixel()).expand(x.shape[0])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(type(self).__name__, x, self.bias.shape[0])
         return self._map(x), self._logdet(x)
 
     def condition_number(self, h: int, w: int) -> float:
@@ -77,6 +80,7 @@ class QuarterPlaneConv(nn.Module):
         return math.prod(factor.condition_number(h, w) for factor in self.factors())
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(type(self).__name__, y, self.bias.shape[0])
         x = self._solve(y)
         if self.track_accuracy:
             x = self._checked(x, y)

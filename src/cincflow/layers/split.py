@@ -12,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from ..checks import check_images, check_positive_int
 from .conditioner import ZeroConv2d
 
 
@@ -32,6 +33,7 @@ def gaussian_sample(
 class Split(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
+        self.channels = check_positive_int("split channels", channels)
         if channels % 2:
             raise ValueError(f"split needs an even channel count, got {channels}")
         self.prior = ZeroConv2d(channels // 2, channels)
@@ -42,12 +44,18 @@ class Split(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (kept, z, log p(z | kept) [B])."""
+        check_images("Split", x, self.channels)
         kept, z = x.chunk(2, dim=1)
         return kept, z, gaussian_log_prob(z, *self._prior(kept))
 
     def inverse(
         self, kept: torch.Tensor, z: torch.Tensor | None = None, temperature: float = 1.0, eps: torch.Tensor | None = None
     ) -> torch.Tensor:
+        check_images("Split.inverse (kept)", kept, self.channels // 2)
+        for name, t in (("z", z), ("eps", eps)):
+            if t is not None and tuple(t.shape) != tuple(kept.shape):
+                raise ValueError(f"Split.inverse: {name} must have the shape of kept, {list(kept.shape)}, "
+                                 f"got {list(t.shape)}")
         if z is None:
             z = gaussian_sample(*self._prior(kept), temperature, eps)
         return torch.cat([kept, z], dim=1)

@@ -45,6 +45,7 @@ def glow(channels: int) -> list[nn.Module]:
 
 
 CONVS: dict[str, ConvFactory] = {"glow": glow, "emerging": emerging, "cinc": cinc}  # the `conv` choices, in table order
+CONV_LAYERS: dict[ConvFactory, type] = {cinc: CInCConv, emerging: EmergingConv}  # the layer each one's options go to
 COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling, "quad": QuadCoupling}
 
 

@@ -221,6 +221,12 @@ def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str
             f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__}: {detail}): the file is truncated, "
             f"corrupted or not a .ckpt written by src/train.py; use another checkpoint (e.g. epoch_XXX.ckpt)"
         ) from err
+    if isinstance(ckpt, Mapping) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise CheckpointError(
+            f"ckpt_path={path} holds only weights ({len(ckpt)} tensors, a bare state_dict) without the model "
+            f"settings: load it with model.load_state_dict(torch.load(path)) into a model built with matching "
+            f"settings, or pass a .ckpt written by src/train.py"
+        )
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise CheckpointError(
             f"ckpt_path={path} is not a Lightning checkpoint of this project (no 'state_dict' entry): "

@@ -1,0 +1,250 @@
+"""Every input is checked before work starts (issue #12): bad configuration values through the real
+command line (one ``error:`` line, exit status 2, no run folder created, no earlier file changed) and
+against the typed schema; the Python API's checks are in tests/test_inputs_api.py.
+
+The command-line cases run in ONE process with the harness of tests/test_reliability.py."""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from test_reliability import TINY, assert_one_line_error, run_cases, tiny_checkpoint  # noqa: F401 (fixture)
+
+from cincflow.config import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_every_config_in_conf_passes_the_schema(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    experiments = sorted(str(p.relative_to(ROOT / "conf" / "experiment").with_suffix(""))
+                         for p in (ROOT / "conf" / "experiment").rglob("*.yaml"))
+    assert len(experiments) >= 20
+    groups = {g: sorted(p.stem for p in (ROOT / "conf" / g).glob("*.yaml"))
+              for g in ("conv", "coupling", "data", "trainer", "debug", "logger", "callbacks")}
+    rounds = max(len(choices) for choices in groups.values())  # every choice of every group, in few compositions
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        overrides = [[f"experiment={e}"] for e in experiments] + [[]]
+        overrides += [[f"{g}={c[i % len(c)]}" for g, c in groups.items()] for i in range(rounds)]
+        for ov in overrides:
+            validate(compose("train", overrides=ov), "train", output_dir=tmp_path / "run")
+        for script in ("eval", "sample"):
+            validate(compose(script, overrides=["ckpt_path=x.ckpt"]), script, output_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # validation creates nothing
+
+
+@pytest.fixture(scope="module")
+def composed():
+    """The composed configs of the three scripts (the quickstart for train), composed once."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return {"train": compose("train", overrides=["experiment=quickstart"]),
+                "eval": compose("eval", overrides=["ckpt_path=x.ckpt"]),
+                "sample": compose("sample", overrides=["ckpt_path=x.ckpt"])}
+
+
+SCHEMA_CASES = [  # (script, key, value, message fragment): more of each kind than the command-line test runs
+    ("train", "optimizer._target_", "torch.nn.Linear", "optimizer._target_=torch.nn.Linear is not a torch.optim.Optimizer"),
+    ("train", "model.frobnicate", 1, "cincflow.Glow got an unexpected keyword argument 'frobnicate'"),
+    ("train", "model.conv.fixed_diagonal", 1, "fixed_diagonal must be true or false, got 1"),
+    ("sample", "temperature", [], "temperature must be a positive finite number or a non-empty list"),
+    ("train", "optimizer.lr", float("inf"), "lr must be a positive finite number, got inf"),
+    ("train", "optimizer.lr", "fast", "lr must be a positive finite number, got 'fast'"),
+    ("train", "optimizer.betas", [0.9], "betas must be two numbers in [0, 1)"),
+    ("train", "optimizer.betas", [-0.1, 0.9], "betas must be two numbers in [0, 1)"),
+    ("train", "optimizer.eps", 0, "eps must be a positive finite number, got 0"),
+    ("train", "optimizer.weight_decay", -1, "weight_decay must be a number >= 0"),
+    ("train", "ema_decay", -0.5, "ema_decay must be a number in [0, 1)"),
+    ("train", "ema_decay", True, "ema_decay must be a number in [0, 1)"),
+    ("train", "num_threads", -2, "num_threads must be a positive integer"),
+    ("train", "num_threads", 1.5, "num_threads must be a positive integer"),
+    ("train", "global_batch_size", -64, "global_batch_size must be a positive integer"),
+    ("train", "seed", True, "seed must be an integer"),
+    ("train", "trainer.max_steps", -2, "max_steps must be an integer >= -1"),
+    ("train", "trainer.precision", "bf16-true", "precision must be one of 32-true, 64-true, bf16-mixed, 16-mixed"),
+    ("train", "trainer.precision", "transformer-engine", "precision must be one of"),
+    ("train", "trainer.gradient_clip_val", float("nan"), "gradient_clip_val must be a number >= 0"),
+    ("train", "trainer.gradient_clip_algorithm", "l1", "gradient_clip_algorithm must be norm or value"),
+    ("train", "trainer.log_every_n_steps", 0, "log_every_n_steps must be a positive integer"),
+    ("train", "model.learn_top", "maybe", "learn_top must be true or false"),
+    ("train", "model.levels", "two", "levels must be a positive integer"),
+    ("train", "model.n_bits", 9, "n_bits must be an integer from 1 to 8"),
+    ("train", "model.conv.kernel_size", 1, "kernel_size must be an integer >= 2, got 1"),
+    ("train", "model.conv.kernel_size", "3", "kernel_size must be an integer, got '3'"),
+    ("train", "model.conv.init_std", "small", "init_std must be a number, got 'small'"),
+    ("train", "samples.temperatures", [], "temperatures must be a non-empty list of positive finite numbers"),
+    ("train", "samples.n", -1, "n must be an integer >= 0"),
+    ("train", "scheduler.warmup_steps", -1, "warmup_steps must be an integer >= 0"),
+    ("train", "scheduler._target_", "cincflow.training.schedule.cosine", "scheduler._target_=cincflow.training.schedule.cosine cannot be imported"),
+    ("train", "actnorm_init_images", 0, "actnorm_init_images must be a positive integer"),
+    ("train", "max_bad_steps", -1, "max_bad_steps must be an integer >= 0"),
+    ("sample", "n", -1, "n must be a positive integer, got -1"),
+    ("sample", "temperature", -0.7, "temperature must be a positive finite number"),
+    ("sample", "temperature", [0.7, float("nan")], "temperature must be"),
+    ("sample", "temperature", [0.7, "hot"], "temperature must be"),
+    ("sample", "interpolation_steps", 1, "interpolation_steps must be an integer >= 2"),
+    ("sample", "interpolations", -1, "interpolations must be an integer >= 0"),
+    ("sample", "batch_size", 0, "batch_size must be a positive integer"),
+    ("sample", "device", "tpu", "device=tpu is not a torch device"),
+    ("sample", "device", "mps", "device=mps: only cpu and cuda devices are supported"),
+    ("sample", "use_ema", "yes", "use_ema must be true or false"),
+    ("eval", "split", "train", "split must be test or val"),
+    ("eval", "use_ema", "maybe", "use_ema must be true or false"),
+    ("eval", "batch_size", 0, "batch_size must be a positive integer"),
+    ("eval", "trainer.precision", "16-true", "precision must be one of"),
+]
+
+
+@pytest.mark.parametrize("script,key,value,message", SCHEMA_CASES, ids=[f"{c[0]}:{c[1]}={c[2]!r}" for c in SCHEMA_CASES])
+def test_schema_names_the_key_what_it_must_be_and_an_example(composed, tmp_path, script, key, value, message):
+    from omegaconf import OmegaConf, open_dict
+
+    from cincflow.errors import ConfigError
+
+    cfg = composed[script].copy()
+    with open_dict(cfg):
+        OmegaConf.update(cfg, key, value, force_add=True)
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        validate(cfg, script, output_dir=tmp_path / "run")
+    assert "\n" not in str(err.value) and any(fix in str(err.value) for fix in ("set e.g. ", "use ", "change ", "remove "))
+    assert not (tmp_path / "run").exists()
+
+
+def test_output_paths(composed, tmp_path):
+    from omegaconf import open_dict
+
+    from cincflow.errors import ConfigError
+
+    cfg = composed["sample"].copy()
+    with open_dict(cfg):
+        cfg.output = str(tmp_path)
+    with pytest.raises(ConfigError, match="is a folder, not a file: choose another file with output="):
+        validate(cfg, "sample", output_dir=tmp_path / "run")
+    with open_dict(cfg):
+        cfg.output = str(tmp_path / "new" / "deeper" / "s.png")
+    validate(cfg, "sample", output_dir=tmp_path / "run")  # folders that can be made are fine
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"output folder .*file/run is not writable \(it cannot be created: .*file is a file"):
+        validate(cfg, "sample", output_dir=tmp_path / "file" / "run")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        validate(cfg, "sample", output_dir=tmp_path / "file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def _checkpoint_variants(d: Path, ckpt_path: Path) -> None:
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    no_data = {**ckpt, "hyper_parameters": {k: v for k, v in ckpt["hyper_parameters"].items() if k != "data"}}
+    torch.save(no_data, d / "no_data.ckpt")
+    torch.save({**ckpt, "hyper_parameters": {**ckpt["hyper_parameters"], "frobnicate": 3}}, d / "unknown_hparams.ckpt")
+    torch.save(ckpt["state_dict"], d / "weights_only.pt")
+
+
+def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa: F811
+    d = tmp_path
+    (d / "a_file").write_text("not a folder\n")
+    _checkpoint_variants(d, tiny_checkpoint)
+    earlier = d / "earlier_run"  # an earlier run's files: none may change
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "checkpoints" / "last.ckpt").write_bytes(tiny_checkpoint.read_bytes())
+    (earlier / "metrics.json").write_text('{"test/bpd": 3.3}\n')
+    before = tree_hashes(d)
+    ckpt_before = tiny_checkpoint.read_bytes()
+    no_gpu_device = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+    ck = f"ckpt_path={tiny_checkpoint}"
+
+    train = [
+        (["trainer.max_epochs=abc"], ("max_epochs must be an integer", "'abc'", "trainer.max_epochs=100")),
+        (["model.conv.kernel_size=0"], ("invalid model configuration", "kernel_size must be an integer >= 2, got 0")),
+        (["optimizer._target_=torch.optim.Adamx"], ("optimizer._target_=torch.optim.Adamx cannot be imported",
+                                                     "torch.optim.Adamax")),
+        (["optimizer._target_=torch.optim.SGD"], ("torch.optim.SGD got an unexpected keyword argument 'betas'",
+                                                   "~optimizer.betas")),
+        (["optimizer.lr=-0.1"], ("lr must be a positive finite number, got -0.1", "optimizer.lr=0.001")),
+        (["optimizer.betas=[0.9,1.0]"], ("betas must be two numbers in [0, 1)", "optimizer.betas=[0.9,0.999]")),
+        (["ema_decay=1.0"], ("ema_decay must be a number in [0, 1)", "got 1.0")),
+        (["seed=abc"], ("seed must be an integer", "'abc'", "seed=0")),
+        (["num_threads=0"], ("num_threads must be a positive integer", "got 0")),
+        (["global_batch_size=0"], ("global_batch_size must be a positive integer",)),
+        (["trainer.gradient_clip_val=-1"], ("gradient_clip_val must be a number >= 0", "got -1")),
+        (["model.conv.fixed_diagonal=maybe"], ("fixed_diagonal must be true or false", "'maybe'")),
+        (["conv=glow", "+model.conv.init_std=0.1"], ("invalid model configuration",
+                                                     "unexpected keyword argument 'init_std'", "~model.conv.init_std")),
+        (["trainer.precision=16-true"], ("precision must be one of 32-true, 64-true, bf16-mixed, 16-mixed", "16-true")),
+        ([f"hydra.run.dir={d / 'a_file' / 'run'}"], ("the output folder", "is not writable", "a_file is a file",
+                                                    "hydra.run.dir=")),
+        (["data=imagenet32_oord", f"data.cache_dir={d / 'a_file' / 'cache'}"],
+         ("data.cache_dir=", "cannot be created", "a_file is a file")),
+        (["data=cifar10", f"paths.data_dir={d / 'a_file' / 'data'}"], ("data.data_dir=", "cannot be created")),
+    ]
+    # checked when the data is there (after Hydra made the folder, before the model is built)
+    after_data = [
+        (["data.val_size=1700"], ("invalid data configuration", "1700 + 180", "1797 images", "data.val_size")),
+    ]
+    sample = [
+        (["n=0"], ("n must be a positive integer, got 0",)),
+        (["temperature="], ("temperature must be a positive finite number or a non-empty list", "an empty value")),
+        (["temperature=0"], ("temperature must be a positive finite number", "got 0")),
+        (["temperature=inf"], ("got inf",)),
+        (["temperature=warm"], ("'warm'",)),
+        (["interpolation_steps=0"], ("interpolation_steps must be an integer >= 2",)),
+        (["reconstructions=-1"], ("reconstructions must be an integer >= 0",)),
+        (["nrow=0"], ("nrow must be a positive integer",)),
+        (["split=train"], ("split must be test or val", "'train'")),
+        ([f"device={no_gpu_device}"], (f"device={no_gpu_device}", "CUDA GPU(s) on this machine", "device=cpu")),
+        ([f"output={d / 'a_file' / 'samples.png'}"], ("output=", "cannot be created", "a_file is a file")),
+    ]
+    evaluate = [
+        ([f"ckpt_path={d / 'no_data.ckpt'}"], ("the checkpoint has no data config", "data=<name>")),
+        ([f"ckpt_path={d / 'unknown_hparams.ckpt'}"], ("unknown_hparams.ckpt has hyper-parameters this version does "
+                                                       "not take", "frobnicate")),
+        ([f"ckpt_path={d / 'weights_only.pt'}"], ("weights_only.pt holds only weights", "load_state_dict")),
+        ([ck, "split=train"], ("split must be test or val",)),
+    ]
+    sample_ckpts = [
+        ([f"ckpt_path={d / 'weights_only.pt'}"], ("holds only weights",)),
+        ([f"ckpt_path={d / 'unknown_hparams.ckpt'}"], ("hyper-parameters this version does not take",)),
+        ([f"ckpt_path={d / 'no_data.ckpt'}", "reconstructions=2"], ("the checkpoint has no data config",)),
+    ]
+
+    runs = d / "runs"
+    cases, expected, no_folder = [], [], []
+    for script, group, prefix, folder in (("train", train, TINY, False), ("train", after_data, TINY, True),
+                                          ("sample", sample, [ck], False), ("eval", evaluate, [], True),
+                                          ("sample", sample_ckpts, [], True)):
+        for args, fragments in group:
+            i = len(cases)
+            run_dir = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={runs / str(i)}"]
+            cases.append((script, [*prefix, *args, *run_dir]))
+            expected.append(fragments)
+            if not folder:
+                no_folder.append(i)
+    sweep = ("train", ["-m", *TINY, f"hydra.sweep.dir={d / 'a_file' / 'sweep'}", "model.depth=1,2"])
+    cases.append(sweep)
+    expected.append(("hydra.sweep.dir=", "cannot be created", "a_file is a file"))
+    cases.append(("reproduce", ["--scale", "smoke", "--only", "cifar10_cinc_triple"]))
+    expected.append(("cifar10_cinc_triple",))
+    results = run_cases(cases)
+    assert len(results) == len(cases)
+    for case, fragments, result in zip(cases, expected, results):
+        try:
+            assert_one_line_error(result, *fragments)
+        except AssertionError as err:
+            raise AssertionError(f"{case}: {err}") from None
+        assert "parameters" not in result["stdout"], (case, result["stdout"][-500:])  # no model was built
+    for i in no_folder:  # checked before Hydra made the run folder
+        assert not (runs / str(i)).exists(), cases[i]
+    made = [p for p in runs.rglob("*") if p.is_file()] if runs.exists() else []
+    assert [p for p in made if ".hydra" not in p.parts and p.suffix != ".log"] == []  # only Hydra's records
+    after = tree_hashes(d)
+    assert {k: v for k, v in after.items() if not k.startswith("runs")} == before
+    assert tiny_checkpoint.read_bytes() == ckpt_before
