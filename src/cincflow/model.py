@@ -1,4 +1,4 @@
-"""The multi-scale Glow-style model (PAPER.md section 5) with a choice of invertible convolution.
+"""The multi-scale Glow-style model (docs/method.md section 5) with a choice of invertible convolution.
 
 x [B, C, S, S] (model space) -> for each of L levels: squeeze (C, S) -> (4C, S/2), K flow steps,
 then (all but the last level) split half the channels off as a latent with a learned Gaussian prior

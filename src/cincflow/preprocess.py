@@ -1,4 +1,4 @@
-"""Between uint8 images and model space (Glow, PAPER.md section 5).
+"""Between uint8 images and model space (Glow, docs/method.md section 5).
 
 preprocess: x in {0..255} -> reduce to n_bits (floor(x / 2^(8 - n_bits))) -> x / 2^n_bits - 0.5
 (+ uniform dequantisation noise U(0, 1 / 2^n_bits)), so model-space values lie in [-0.5, 0.5).
