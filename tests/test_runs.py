@@ -393,3 +393,19 @@ def test_a_slurm_requeue_continues_in_its_folder(tmp_path, monkeypatch, compose_
     monkeypatch.delenv("SLURM_NTASKS")
     with pytest.raises(ConfigError, match="already holds a run"):
         check_training_folder(run, cfg, None)
+
+
+def test_the_other_processes_of_a_ddp_run_share_rank_0s_folder(tmp_path, monkeypatch, compose_cfg):
+    """torchrun/srun/Lightning's DDP launcher start every rank with rank 0's hydra.run.dir: only rank 0
+    checks the folder (it may already hold what rank 0 wrote)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cincflow.errors import ConfigError
+    from cincflow.runs import check_training_folder
+
+    (tmp_path / "metrics.json").write_text("{}")
+    cfg = compose_cfg("train", TINY, tmp_path)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        check_training_folder(tmp_path, cfg, None)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    check_training_folder(tmp_path, cfg, None)

@@ -29,6 +29,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from lightning.pytorch.utilities import rank_zero_only
+
 from .errors import ConfigError, report_errors
 from .paths import resolve_path
 
@@ -81,7 +83,10 @@ def resume_folder(cfg: Any, ckpt: Path | None) -> Path | None:
 
 
 def check_training_folder(folder: Path, cfg: Any, ckpt: Path | None) -> None:
-    """A ConfigError unless ``folder`` is new (or empty) or this run continues the run in it."""
+    """A ConfigError unless ``folder`` is new (or empty) or this run continues the run in it (checked by
+    global rank 0; the other processes of a DDP run share its folder)."""
+    if rank_zero_only.rank != 0:
+        return
     folder = folder.resolve()
     continues = resume_folder(cfg, ckpt)
     if continues is not None and continues != folder:
@@ -133,7 +138,8 @@ class RunFolders(Callback):
 
         explicit = _explicit(config, "hydra.run.dir")
         folder = resolve_path(str(config.hydra.run.dir))
-        training = str(config.hydra.job.name) == "train"
+        job = str(config.hydra.job.name)  # Lightning's DDP children: train_ddp_process_<rank>, in rank 0's folder
+        training = job == "train" or job.startswith("train_ddp_process_")
         ckpt = None
         if config.get("ckpt_path") and str(config.ckpt_path) != "???":
             named = folder if explicit else None
@@ -142,8 +148,10 @@ class RunFolders(Callback):
             with open_dict(config):
                 config.ckpt_path = str(ckpt)  # the job uses the file chosen (and announced) here
         subdir = None
-        if training:
-            continues = resume_folder(config, ckpt)
+        continues = resume_folder(config, ckpt) if training else None
+        if rank_zero_only.rank != 0:  # DDP (torchrun, srun, Lightning's launcher): rank 0 decides and checks
+            folder = continues if continues is not None and not explicit else folder
+        elif training:
             if continues is not None and not explicit:
                 folder = continues
             if explicit or continues is not None:
