@@ -6,11 +6,11 @@ BEFORE Hydra writes anything into it (Hydra writes ``.hydra/`` and the log file 
 * a default folder (``outputs/<task>/<date>_<time>``) is created atomically (``os.mkdir``); if it
   exists (two runs started in the same second) ``_1``, ``_2``, ... is appended;
 * training into a folder that holds a run (``metrics.json`` or ``checkpoints/``; ``hydra.run.dir=<that
-  run>``) is refused (one ``error:``
-  line, exit 2) unless it is the resume of that very run; a resume (``ckpt_path`` in
-  ``<run>/checkpoints/``, ``resume=full``) continues in its run's folder, and Hydra's files of the
-  resumed launch (config, overrides, log) go to ``.hydra/resume_<date>_<time>/``: no file of the run
-  is replaced or appended to before the job's own checks pass;
+  run>``) is refused (one ``error:`` line, exit 2) unless it is the resume of that very run; a resume
+  (``ckpt_path`` in ``<run>/checkpoints/``, ``resume=full``) continues in its run's folder, and Hydra's
+  files of the resumed launch (config, overrides, log) go to ``.hydra/resume_<date>_<time>/``: no file
+  of the run is replaced or appended to before the job's own checks pass;
+* under DDP only global rank 0 decides and checks; the other processes use the folder they are given;
 * under SLURM, a requeued job (``hydra.run.dir=outputs/<task>/$SLURM_JOB_ID``, Lightning's
   ``hpc_ckpt_<n>.ckpt`` in the folder) continues its run there (Lightning restores that checkpoint);
 * eval.py / sample.py given a training run's folder write into a folder of their own inside it,
