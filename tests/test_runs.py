@@ -274,8 +274,8 @@ def test_resume_does_not_restore_the_bad_step_run_as_a_stop_trigger(compose_cfg,
 
 
 # ---------------------------------------------------------------------------- signals, short runs
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_and_sigint_save_a_resumable_checkpoint(compose_cfg, tmp_path, sig, code):
+def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(compose_cfg, tmp_path):
+    sig, code = signal.SIGTERM, 143
     run = tmp_path / "log" / "outputs" / "sig" / "r"
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "task_name=sig", f"paths.log_dir={tmp_path / 'log'}",
            "test=false", "trainer.limit_train_batches=4", "trainer.max_epochs=100000", f"hydra.run.dir={run}"]
@@ -310,6 +310,26 @@ def test_sigterm_and_sigint_save_a_resumable_checkpoint(compose_cfg, tmp_path, s
 
     result = train(compose_cfg("train", args, run), extra_callbacks=[Probe()])
     assert seen["step"] == step and result["global_step"] > step
+
+
+def test_sigint_stops_at_a_batch_boundary_saves_and_exits_130(compose_cfg, tmp_path):
+    """A real SIGINT (Ctrl-C) to this process in the middle of epoch 1 (in-process: the job's own error)."""
+    from cincflow.errors import TrainingInterrupted
+
+    class CtrlC(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 5:  # after the 5th optimiser step
+                os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = compose_cfg("train", [*TINY, "test=false", "trainer.max_epochs=5"], tmp_path)
+    with pytest.raises(TrainingInterrupted) as err:
+        train(cfg, extra_callbacks=[CtrlC()])
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert err.value.exit_code == 130
+    assert str(err.value).startswith(f"SIGINT at epoch 1, step 5: saved {last}; resume with: python src/train.py ")
+    assert str(err.value).endswith(f"trainer.max_epochs=5 ckpt_path={last}")
+    assert ckpt(last)["global_step"] == 5  # stopped at the batch boundary: no half-done update
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Ctrl-C again
 
 
 @pytest.mark.parametrize("extra, steps", [(["trainer.limit_train_batches=null", "trainer.max_steps=6"], 6),
@@ -373,3 +393,19 @@ def test_a_slurm_requeue_continues_in_its_folder(tmp_path, monkeypatch, compose_
     monkeypatch.delenv("SLURM_NTASKS")
     with pytest.raises(ConfigError, match="already holds a run"):
         check_training_folder(run, cfg, None)
+
+
+def test_the_other_processes_of_a_ddp_run_share_rank_0s_folder(tmp_path, monkeypatch, compose_cfg):
+    """torchrun/srun/Lightning's DDP launcher start every rank with rank 0's hydra.run.dir: only rank 0
+    checks the folder (it may already hold what rank 0 wrote)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cincflow.errors import ConfigError
+    from cincflow.runs import check_training_folder
+
+    (tmp_path / "metrics.json").write_text("{}")
+    cfg = compose_cfg("train", TINY, tmp_path)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        check_training_folder(tmp_path, cfg, None)
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    check_training_folder(tmp_path, cfg, None)

@@ -6,11 +6,11 @@ BEFORE Hydra writes anything into it (Hydra writes ``.hydra/`` and the log file 
 * a default folder (``outputs/<task>/<date>_<time>``) is created atomically (``os.mkdir``); if it
   exists (two runs started in the same second) ``_1``, ``_2``, ... is appended;
 * training into a folder that holds a run (``metrics.json`` or ``checkpoints/``; ``hydra.run.dir=<that
-  run>``) is refused (one ``error:``
-  line, exit 2) unless it is the resume of that very run; a resume (``ckpt_path`` in
-  ``<run>/checkpoints/``, ``resume=full``) continues in its run's folder, and Hydra's files of the
-  resumed launch (config, overrides, log) go to ``.hydra/resume_<date>_<time>/``: no file of the run
-  is replaced or appended to before the job's own checks pass;
+  run>``) is refused (one ``error:`` line, exit 2) unless it is the resume of that very run; a resume
+  (``ckpt_path`` in ``<run>/checkpoints/``, ``resume=full``) continues in its run's folder, and Hydra's
+  files of the resumed launch (config, overrides, log) go to ``.hydra/resume_<date>_<time>/``: no file
+  of the run is replaced or appended to before the job's own checks pass;
+* under DDP only global rank 0 decides and checks; the other processes use the folder they are given;
 * under SLURM, a requeued job (``hydra.run.dir=outputs/<task>/$SLURM_JOB_ID``, Lightning's
   ``hpc_ckpt_<n>.ckpt`` in the folder) continues its run there (Lightning restores that checkpoint);
 * eval.py / sample.py given a training run's folder write into a folder of their own inside it,
@@ -28,6 +28,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from lightning.pytorch.utilities import rank_zero_only
 
 from .errors import ConfigError, report_errors
 from .paths import resolve_path
@@ -81,7 +83,10 @@ def resume_folder(cfg: Any, ckpt: Path | None) -> Path | None:
 
 
 def check_training_folder(folder: Path, cfg: Any, ckpt: Path | None) -> None:
-    """A ConfigError unless ``folder`` is new (or empty) or this run continues the run in it."""
+    """A ConfigError unless ``folder`` is new (or empty) or this run continues the run in it (checked by
+    global rank 0; the other processes of a DDP run share its folder)."""
+    if rank_zero_only.rank != 0:
+        return
     folder = folder.resolve()
     continues = resume_folder(cfg, ckpt)
     if continues is not None and continues != folder:
@@ -133,7 +138,8 @@ class RunFolders(Callback):
 
         explicit = _explicit(config, "hydra.run.dir")
         folder = resolve_path(str(config.hydra.run.dir))
-        training = str(config.hydra.job.name) == "train"
+        job = str(config.hydra.job.name)  # Lightning's DDP children: train_ddp_process_<rank>, in rank 0's folder
+        training = job == "train" or job.startswith("train_ddp_process_")
         ckpt = None
         if config.get("ckpt_path") and str(config.ckpt_path) != "???":
             named = folder if explicit else None
@@ -142,8 +148,10 @@ class RunFolders(Callback):
             with open_dict(config):
                 config.ckpt_path = str(ckpt)  # the job uses the file chosen (and announced) here
         subdir = None
-        if training:
-            continues = resume_folder(config, ckpt)
+        continues = resume_folder(config, ckpt) if training else None
+        if rank_zero_only.rank != 0:  # DDP (torchrun, srun, Lightning's launcher): rank 0 decides and checks
+            folder = continues if continues is not None and not explicit else folder
+        elif training:
             if continues is not None and not explicit:
                 folder = continues
             if explicit or continues is not None:
