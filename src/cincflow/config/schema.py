@@ -125,6 +125,8 @@ class TrainSchema(CommonSchema):
     actnorm_init_images: int | None = rule(POSITIVE, 512, at_least(1))
     global_batch_size: int | None = rule("a positive integer, or null to use data.batch_size per process", 128,
                                          at_least(1))
+    resume: str | None = rule("full (continue the run in its folder) or weights (a new run from its weights)", "full",
+                              one_of(("full", "weights")))
     trainer: TrainerSchema | None = None
     optimizer: OptimizerSchema | None = None
     scheduler: SchedulerSchema | None = None
@@ -137,6 +139,9 @@ class EvalSchema(CommonSchema):
     split: str | None = rule("test or val", "test", one_of(SPLITS))
     use_ema: bool | None = rule("true or false", "true")
     batch_size: int | None = rule("a positive integer, or null for the data's", 64, at_least(1))
+    dequant_samples: int | None = rule("a positive integer (the number of dequantisation draws)", 10, at_least(1))
+    ood_max_images: int | None = rule("a positive integer, or null for every image", 1000, at_least(1))
+    ckpt_task: str | None = rule("a task name (an outputs/<task>/ folder), or null", "quickstart")
     trainer: TrainerSchema | None = None
 
 
@@ -155,6 +160,8 @@ class SampleSchema(CommonSchema):
     interpolations: int | None = rule("an integer >= 0", 4, at_least(0))
     interpolation_steps: int | None = rule("an integer >= 2 (both end points included)", 8, at_least(2))
     split: str | None = rule("test or val", "test", one_of(SPLITS))
+    float64_fallback: bool | None = rule("true or false", "true")
+    ckpt_task: str | None = rule("a task name (an outputs/<task>/ folder), or null", "quickstart")
 
 
 SCHEMAS = {"train": TrainSchema, "eval": EvalSchema, "sample": SampleSchema}

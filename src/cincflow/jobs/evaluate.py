@@ -14,7 +14,6 @@ from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 from omegaconf import DictConfig
 
 from ..config import validate
-from ..errors import ConfigError
 from ..ood import bits_per_image, histogram_png, ood_report
 from ..paths import ensure_writable_dir
 from ..training.lit_module import FlowLitModule
@@ -42,10 +41,7 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     validate(cfg, "eval")  # every input, before anything is loaded or written
     ckpt = require_checkpoint(cfg, "src/eval.py")
     split = cfg.get("split", "test")
-    draws = cfg.get("dequant_samples")
-    draws = 1 if draws is None else draws
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ConfigError(f"dequant_samples must be a positive integer (the number of dequantisation draws), got {draws}")
+    draws = int(cfg.get("dequant_samples") or 1)  # a positive integer (checked by the schema)
     seed = cfg.get("seed")
     output_dir = Path(cfg.paths.output_dir)
     ensure_writable_dir(output_dir)

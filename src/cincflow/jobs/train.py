@@ -78,9 +78,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     if cfg.get("seed") is not None:
         seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    resume = str(cfg.get("resume") or "full")
-    if resume not in ("full", "weights"):
-        raise ConfigError(f"resume={resume} is not an option: resume=full (continue the run) or resume=weights (a new run from its weights)")
+    resume = str(cfg.get("resume") or "full")  # full | weights (checked by the schema)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg, named_dir=output_dir, training=True) if cfg.get("ckpt_path") else None
     check_training_folder(output_dir, cfg, ckpt_path)  # the command line checked it before Hydra wrote
     ensure_writable_dir(output_dir)
