@@ -71,7 +71,7 @@ def test_a_new_run_never_writes_into_another_runs_folder(two_runs, tmp_path):
     common = [*TINY, "task_name=runs", f"paths.log_dir={log}"]
     results = run_cases([
         ("train", [*common, f"hydra.run.dir={a}"]),
-        ("train", [*common, f"hydra.run.dir={a}", "model.depth=0"]),  # bad input too: the folder comes first
+        ("train", [*common, f"hydra.run.dir={a}", "model.depth=0"]),  # bad input too: refused before the folder is touched
         ("train", [*common, f"hydra.run.dir={a}", f"ckpt_path={b / 'checkpoints' / 'last.ckpt'}"]),
         ("train", ["-m", *common, f"hydra.sweep.dir={sweep}", "seed=1,2"]),
         ("eval", [f"hydra.run.dir={a}", "ckpt_path=last", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]),
@@ -79,7 +79,7 @@ def test_a_new_run_never_writes_into_another_runs_folder(two_runs, tmp_path):
     ])
     assert_one_line_error(results[0], f"{a} already holds a run (metrics.json, checkpoints)", "never writes into another run's folder",
                           f"hydra.run.dir={a} ckpt_path=last")
-    assert_one_line_error(results[1], f"{a} already holds a run")
+    assert_one_line_error(results[1], "depth must be a positive integer")  # inputs are checked first (no file written)
     assert_one_line_error(results[2], f"belongs to the run {b}", "continues that run in its own folder", "resume=weights")
     assert_one_line_error(results[3], f"{sweep} already holds a multirun")
     evaluation, samples = ok(results[4]), ok(results[5])
