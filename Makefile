@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SCALE ?= full
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow test-gpu bench bench-gpu reproduce clean
+.PHONY: help install train test test-slow test-gpu bench bench-gpu reproduce notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-11s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ bench-gpu: $(VENV) ## the same at the paper's size on a CUDA GPU; writes results
 
 reproduce: $(VENV) ## the paper's 18 rows: SCALE=full (GPUs, weeks) or SCALE=smoke (CPU, ~15 min); writes outputs/reproduce/<scale>/
 	$(PY) src/reproduce.py --scale $(SCALE)
+
+notebooks: $(VENV) ## execute notebooks/*.ipynb and store them with their outputs (about 2 minutes)
+	$(PY) notebooks/execute.py
 
 clean: ## remove caches and outputs (keeps .venv)
 	rm -rf .pytest_cache outputs multirun

@@ -7,7 +7,7 @@ device, not on the weights); whether a solver is accurate enough is each layer's
 - an option whose multiply-add count is more than ``threshold`` times the smallest one is predicted to
   lose and never run (e.g. the direct H x W convolution of the inverse kernel at 32 x 32);
 - the others are timed on slices of s = max(1, B // 16) and 2 s images (one warm-up call that also
-  builds the precomputations, then one call at each size) and the time at the full batch
+  builds the precomputations, then the best of two calls at each size) and the time at the full batch
   B is extrapolated linearly, t(B) = t(s) + (B - s) (t(2s) - t(s)) / s;
 - once the probes of a key have taken ``budget_s`` seconds, the options not yet timed are predicted
   from their multiply-adds at the measured options' rate.
@@ -73,9 +73,10 @@ class SpeedTable:
             if spent > self.budget_s:
                 break
             spent += self.timer(lambda: run(name, y[:s1]), y.device)  # warm-up, builds precomputations
-            t1 = self.timer(lambda: run(name, y[:s1]), y.device)
-            t2 = self.timer(lambda: run(name, y[:s2]), y.device) if s2 > s1 else t1
-            spent += t1 + t2
+            t1a, t1b = (self.timer(lambda: run(name, y[:s1]), y.device) for _ in range(2))
+            t2a, t2b = (self.timer(lambda: run(name, y[:s2]), y.device) for _ in range(2)) if s2 > s1 else (t1a, t1b)
+            spent += t1a + t1b + t2a + t2b
+            t1, t2 = min(t1a, t1b), min(t2a, t2b)  # the best of two: one hiccup of a busy machine does not decide
             slope = max(0.0, (t2 - t1) / (s2 - s1)) if s2 > s1 else t1 / s1
             predicted[name] = t1 + slope * (batch - s1)
         rate = min(predicted[n] / costs[n] for n in predicted)
