@@ -27,7 +27,8 @@ from ..config import validate
 from ..errors import ConfigError, TrainingInterrupted
 from ..paths import ensure_writable_dir
 from ..runs import check_training_folder
-from ..training.callbacks import GracefulStop, truncate_history, update_metrics_json
+from ..training.callbacks import GracefulStop
+from ..training.metrics_json import truncate_history, update_metrics_json
 from ..training.checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
 from ..training.data_order import ResumableShuffle
 from ..training.resume import optimizer_changes
