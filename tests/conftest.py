@@ -33,21 +33,23 @@ def float64():
     torch.set_default_dtype(previous)
 
 
-@pytest.fixture
-def compose_cfg():
-    """compose_cfg(config_name, overrides, output_dir) -> the composed DictConfig, as the CLI would
-    see it (``hydra:`` interpolations resolvable, ``paths.output_dir`` = output_dir)."""
+def compose_config(config_name: str, overrides: list[str], output_dir: Path):
+    """The composed DictConfig of ``config_name`` with ``overrides``, as the CLI would see it
+    (``hydra:`` interpolations resolvable, ``paths.output_dir`` = output_dir)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    def _compose(config_name: str, overrides: list[str], output_dir: Path):
-        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
-            del cfg.hydra
-        return cfg
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
 
-    return _compose
+
+@pytest.fixture
+def compose_cfg():
+    """compose_cfg(config_name, overrides, output_dir): :func:`compose_config` as a fixture."""
+    return compose_config

@@ -8,28 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 import cincflow
 from cincflow.jobs import train
 from cincflow.training.loading import load_module
+from conftest import compose_config as composed
 
 ROOT = Path(__file__).resolve().parents[1]
 # a tiny CInC + quad model on the offline photo patches (3 x 32 x 32), 3 steps, Polyak averaging on
 PHOTOS = ["experiment=quickstart", "debug=smoke", "data=photos", "logger=none", "trainer.enable_progress_bar=false",
           "model.levels=2", "callbacks=none", "samples.n=0"]
-
-
-def composed(config_name: str, overrides: list[str], output_dir: Path):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        del cfg.hydra
-    return cfg
 
 
 @pytest.fixture(scope="module")
