@@ -174,6 +174,7 @@ def _last_epoch(path: Path) -> int:
         return -1
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_sigkill_then_resume_with_ckpt_path_last_matches_an_uninterrupted_run(compose_cfg, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     killed_dir = tmp_path / "outputs" / "killtest" / "a"
@@ -272,6 +273,7 @@ def test_same_seed_same_bits_per_dim(compose_cfg, tmp_path):
 
 
 # ---------------------------------------------------------------------------- long run (~300 steps)
+@pytest.mark.slow  # long: `make test-slow`
 def test_long_run_at_high_lr_keeps_every_cinc_layer_invertible(compose_cfg, tmp_path):
     from cincflow.layers.causal_weight import CausalWeight
 

@@ -107,7 +107,7 @@ def test_layer_inverse_equals_the_dense_solve(name, solver):
 
 
 @pytest.mark.parametrize("dtype, tol", [(F64, 1e-11), (torch.float32, 2e-5)])
-@pytest.mark.parametrize("shape", [(12, 16, 16), (8, 13, 11)])
+@pytest.mark.parametrize("shape", [pytest.param((12, 16, 16), marks=pytest.mark.slow), (8, 13, 11)])
 def test_solvers_agree_on_larger_inputs(shape, dtype, tol):
     c, h, w = shape
     y = torch.randn(3, c, h, w, dtype=F64)

@@ -192,6 +192,7 @@ def test_tiny_reproduction_of_every_configuration(tmp_path, monkeypatch):
     assert "run folder" not in (published / "tables.md").read_text()
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_tiny_reproduction_with_two_seeds(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     tables = reproduce("tiny", tmp_path, only=["cifar10_cinc_quad"], seeds=[3, 4], device="cpu", reps=1)

@@ -95,6 +95,7 @@ def test_a_new_run_never_writes_into_another_runs_folder(two_runs, tmp_path):
     assert sorted(p.name for p in sweep.iterdir()) == ["multirun.yaml"]
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_two_train_processes_started_together_get_their_own_folders(tmp_path):
     """Every default folder of the next minute exists already (as if other runs had just made them):
     both runs, started together, must make folders of their own (suffix), never share one."""
