@@ -4,6 +4,8 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV := $(if $(filter .venv/bin/python,$(PY)),.venv/.installed)
 PYTEST_ARGS ?=
+# make test runs the test files on TEST_WORKERS processes (pytest-xdist; default: the cores, at most 4; 0: one process)
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n < 4 ? n : 4 )))
 SCALE ?= full
 
 .DEFAULT_GOAL := help
@@ -23,8 +25,8 @@ install: .venv/.installed ## create .venv and install the pinned dependencies an
 train: $(VENV) ## quickstart: train CInC + quad coupling on the offline digits data (CPU, minutes)
 	$(PY) src/train.py experiment=quickstart
 
-test: $(VENV) ## run the default test suite (CPU)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(VENV) ## run the default test suite (CPU; one test file per core, TEST_WORKERS=0 for one process)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(VENV) ## run only the slow tests
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

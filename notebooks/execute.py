@@ -21,9 +21,17 @@ from nbclient import NotebookClient
 HERE = Path(__file__).resolve().parent
 
 
-def execute(path: Path, workdir: Path, timeout: int = 600) -> nbformat.NotebookNode:
-    """The notebook at ``path`` executed in ``workdir`` (a fresh python3 kernel), outputs in place."""
+def execute(path: Path, workdir: Path, timeout: int = 600, parameters: dict | None = None) -> nbformat.NotebookNode:
+    """The notebook at ``path`` executed in ``workdir`` (a fresh python3 kernel), outputs in place.
+    ``parameters`` (e.g. ``{"STEPS": 40}``) are set in a cell inserted after the one tagged
+    ``parameters`` (papermill's convention), overriding the values it sets."""
     nb = nbformat.read(path, as_version=4)
+    if parameters:
+        tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+        if not tagged:
+            raise ValueError(f"{path.name} has no cell tagged 'parameters' to override")
+        source = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+        nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}).execute()
     return nb
 

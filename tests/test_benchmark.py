@@ -3,8 +3,6 @@ markdown; its free-inverse pass replays the real samples without solving."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -12,6 +10,7 @@ import torch
 from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, free_inverse
 from cincflow.layers.step import CONVS
 from cincflow.layers import solvers
+from cli import run_cases
 
 TIMED = ("auto", "tiled", "wavefront", "kernel")
 
@@ -36,11 +35,8 @@ def test_free_inverse_replays_the_same_samples_without_solving(monkeypatch):
 
 def test_benchmark_runs_end_to_end_and_writes_valid_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "benchmark.py"), "size=tiny", f"out={out}"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    (proc,) = run_cases([("benchmark", ["size=tiny", f"out={out}"])])  # python src/benchmark.py, tests/cli.py
+    assert proc["code"] == 0, proc["stderr"][-3000:]
     result = json.loads(out.read_text())
     assert result["meta"]["size"] == "tiny" and result["meta"]["machine"]["torch_threads"] == 1
     assert {(m["conv"], m["coupling"]) for m in result["models"]} == {(c, k) for c in CONVS for k in COUPLINGS}
@@ -68,5 +64,5 @@ def test_benchmark_runs_end_to_end_and_writes_valid_json(tmp_path):
         assert 0 < ci["sampling_free_inverse_s"] and bound["ceiling"] == em["sampling_best_s"] / ci["sampling_free_inverse_s"]
     assert [b["coupling"] for b in result["emerging_over_cinc_bound"]] == list(COUPLINGS)
     md = out.with_suffix(".md").read_text()
-    assert md in proc.stdout and "| cinc | quad |" in md and "Targets" in md and "Even with free solves" in md
+    assert md in proc["stdout"] and "| cinc | quad |" in md and "Targets" in md and "Even with free solves" in md
     assert "First (cold) call" in md and "| 12x4x4 | 4 | float64 |" in md

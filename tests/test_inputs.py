@@ -2,7 +2,7 @@
 command line (one ``error:`` line, exit status 2, no run folder created, no earlier file changed) and
 against the typed schema; the Python API's checks are in tests/test_inputs_api.py.
 
-The command-line cases run in ONE process with the harness of tests/test_reliability.py."""
+The command-line cases run in ONE child process (tests/cli.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_reliability import TINY, assert_one_line_error, run_cases, tiny_checkpoint  # noqa: F401 (fixture)
+from cli import run_cases
+from test_reliability import TINY, assert_one_line_error, tiny_checkpoint  # noqa: F401 (fixture)
 
 from cincflow.config import validate
 

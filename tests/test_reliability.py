@@ -1,15 +1,13 @@
 """Reliability (issue #6): bad input through the real command line, one-line errors and exit codes.
 
 The bad-input cases run the real entry scripts (``src/train.py`` etc., with their real command-line
-parsing by Hydra) in ONE subprocess that executes each script with ``runpy`` as ``__main__`` (a
-Python + Lightning start-up costs ~5 s, so one process per case would cost minutes); one case also
-runs as a separate process to check the process exit status itself.
+parsing by Hydra) one after the other in ONE child process (tests/cli.py: a Python + Lightning
+start-up costs ~6 s, so one interpreter per case would cost minutes); one case also runs as a
+separate interpreter (``make test-slow``) to check the exit status a shell sees.
 """
 from __future__ import annotations
 
 import io
-import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -20,40 +18,10 @@ import pytest
 import torch
 
 from cincflow.jobs import train
+from cli import launch_env, run_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["experiment=quickstart", "debug=smoke", "logger=none", "trainer.enable_progress_bar=false"]
-
-RUNNER = r"""
-import contextlib, io, json, runpy, sys
-cases = json.loads(sys.argv[1])
-results = []
-for script, args in cases:
-    sys.argv = [script, *args]
-    err, out, code = io.StringIO(), io.StringIO(), 0
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        try:
-            runpy.run_path(script, run_name="__main__")
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    results.append({"code": code, "stderr": err.getvalue(), "stdout": out.getvalue()})
-print("RESULTS" + json.dumps(results))
-"""
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "CINCFLOW_DEBUG")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def run_cases(cases: list[tuple[str, list[str]]], timeout: int = 300) -> list[dict]:
-    payload = json.dumps([[str(ROOT / "src" / f"{script}.py"), args] for script, args in cases])
-    proc = subprocess.run([sys.executable, "-c", RUNNER, payload], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS")]
-    assert proc.returncode == 0 and line, f"runner failed\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(line[-1][len("RESULTS"):])
 
 
 def assert_one_line_error(result: dict, *fragments: str, code: int = 2) -> str:
@@ -241,12 +209,12 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
 @pytest.mark.slow  # long: `make test-slow`
 def test_real_process_exit_status_and_traceback_on_request(tmp_path):
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "model.depth=0", f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: invalid model configuration: depth must be")
     assert "Traceback" not in proc.stderr
     # HYDRA_FULL_ERROR=1 adds the traceback, same last line and status
-    proc = subprocess.run(cmd, cwd=ROOT, env={**_env(), "HYDRA_FULL_ERROR": "1"}, capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=ROOT, env=launch_env(HYDRA_FULL_ERROR="1"), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "Traceback" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: invalid model configuration")

@@ -1,6 +1,6 @@
 """Runs (issue #12): a run's files are never overwritten, and a resume is the run the user meant with
 the settings the user gave. Through the real command line (one subprocess running several commands,
-see test_reliability.run_cases, or real concurrent/signalled processes) and the API; every case that
+see tests/cli.py, or real concurrent/signalled processes) and the API; every case that
 must not touch an earlier run compares the hashes of all its files."""
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback
-from test_reliability import _env, assert_one_line_error, run_cases
+from cli import launch_env, run_cases
+from test_reliability import assert_one_line_error
 
 from cincflow.errors import CheckpointError, CheckpointNotFoundError
 from cincflow.jobs import train
@@ -106,7 +107,7 @@ def test_two_train_processes_started_together_get_their_own_folders(tmp_path):
     for stamp in stamps:
         (taken / stamp).mkdir(parents=True)
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "task_name=race", f"paths.log_dir={log}"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
@@ -280,7 +281,7 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_143(compose_cfg, tmp_pat
     run = tmp_path / "log" / "outputs" / "sig" / "r"
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "task_name=sig", f"paths.log_dir={tmp_path / 'log'}",
            "test=false", "trainer.limit_train_batches=4", "trainer.max_epochs=100000", f"hydra.run.dir={run}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     history = run / "metrics.json"
     try:
         deadline = time.time() + 120

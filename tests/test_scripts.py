@@ -1,32 +1,29 @@
-"""The command-line entry points as a user runs them (subprocesses): a 2 x 2 multirun of
+"""The command-line entry points as a user runs them (each in a child process, tests/cli.py): a 2 x 2 multirun of
 src/train.py, then src/eval.py and src/sample.py on one of its checkpoints."""
 from __future__ import annotations
 
 import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from torchvision.io import read_image
+
+from cli import launch_env, run_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ["experiment=quickstart", "debug=smoke", "trainer.enable_progress_bar=false"]
 
 
-def run_script(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / script), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
-    )
-    return proc
+def run_script(script: str, *args: str, timeout: int = 300) -> SimpleNamespace:
+    """``python src/<script> args`` (in a child process, tests/cli.py), tracebacks on."""
+    (result,) = run_cases([(script, list(args))], timeout=timeout, env=launch_env(HYDRA_FULL_ERROR="1"))
+    return SimpleNamespace(returncode=result["code"], stdout=result["stdout"], stderr=result["stderr"])
 
 
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+def ok(proc: SimpleNamespace) -> SimpleNamespace:
     assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}"
     return proc
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Any
 from urllib.parse import urlparse
 
@@ -156,10 +157,9 @@ def instantiate_loggers(logger_cfg: DictConfig | None, wandb_resume_id: str | No
 
 def finish_wandb() -> None:
     """End the W&B run of this job (each multirun job gets its own run)."""
+    wandb = sys.modules.get("wandb")  # never imported: no W&B run to end (and no import to pay for)
     try:
-        import wandb
-
-        if wandb.run is not None:
+        if wandb is not None and wandb.run is not None:
             wandb.finish()
     except Exception:  # noqa: BLE001 - never fail a finished training because of the logger
         pass
