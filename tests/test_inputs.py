@@ -187,9 +187,12 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
          ("data.cache_dir=", "cannot be created", "a_file is a file")),
         (["data=cifar10", f"paths.data_dir={d / 'a_file' / 'data'}"], ("data.data_dir=", "cannot be created")),
     ]
-    # checked when the data is there (after Hydra made the folder, before the model is built)
-    after_data = [
+    # the data and the model's sizes against it, read before Hydra makes the folder
+    train += [
         (["data.val_size=1700"], ("invalid data configuration", "1700 + 180", "1797 images", "data.val_size")),
+        (["model.levels=4"], ("invalid model configuration", "image_size 8 is not divisible by 2^levels = 16")),
+        (["model.image_size=16"], ("model.image_size=16", "image_size=8", "model.image_size=null")),
+        (["model.in_channels=3"], ("model.in_channels=3", "in_channels=1")),
     ]
     sample = [
         (["n=0"], ("n must be a positive integer, got 0",)),
@@ -219,7 +222,7 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
 
     runs = d / "runs"
     cases, expected, no_folder = [], [], []
-    for script, group, prefix, folder in (("train", train, TINY, False), ("train", after_data, TINY, True),
+    for script, group, prefix, folder in (("train", train, TINY, False),
                                           ("sample", sample, [ck], False), ("eval", evaluate, [], True),
                                           ("sample", sample_ckpts, [], True)):
         for args, fragments in group:
@@ -232,6 +235,14 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
     sweep = ("train", ["-m", *TINY, f"hydra.sweep.dir={d / 'a_file' / 'sweep'}", "model.depth=1,2"])
     cases.append(sweep)
     expected.append(("hydra.sweep.dir=", "cannot be created", "a_file is a file"))
+    # a multirun checks every job before the first starts: no sweep folder, no job run
+    for swept, fragments in ((["model.depth=1,0"], ("job 1 of the 2 of this multirun", "model.depth=0",
+                                                    "depth must be a positive integer")),
+                             (["data.val_size=100,1700", "model.width=8,16"],
+                              ("job 2 of the 4 of this multirun", "data.val_size=1700 model.width=8",
+                               "1700 + 180", "1797 images"))):
+        cases.append(("train", ["-m", *TINY, *swept, f"hydra.sweep.dir={d / 'sweeps' / str(len(cases))}"]))
+        expected.append(fragments)
     cases.append(("reproduce", ["--scale", "smoke", "--only", "cifar10_cinc_triple"]))
     expected.append(("cifar10_cinc_triple",))
     results = run_cases(cases)
@@ -244,6 +255,7 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
         assert "parameters" not in result["stdout"], (case, result["stdout"][-500:])  # no model was built
     for i in no_folder:  # checked before Hydra made the run folder
         assert not (runs / str(i)).exists(), cases[i]
+    assert not (d / "sweeps").exists()
     made = [p for p in runs.rglob("*") if p.is_file()] if runs.exists() else []
     assert [p for p in made if ".hydra" not in p.parts and p.suffix != ".log"] == []  # only Hydra's records
     after = tree_hashes(d)

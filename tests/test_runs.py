@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback
+
 from cli import launch_env, run_cases
 from test_reliability import assert_one_line_error
 
 from cincflow.errors import CheckpointError, CheckpointNotFoundError
 from cincflow.jobs import train
+from cincflow.runs import JOB_DIR_MAX, job_dir
 from cincflow.training import FlowLitModule
 from cincflow.training.checkpoints import resolve_ckpt_path
 
@@ -94,6 +96,17 @@ def test_a_new_run_never_writes_into_another_runs_folder(two_runs, tmp_path):
     assert {k: after[k] for k in before} == before  # no file of the run changed ...
     assert all(k.startswith(("eval/", "sample/")) for k in set(after) - set(before))  # ... nothing else added
     assert sorted(p.name for p in sweep.iterdir()) == ["multirun.yaml"]
+
+
+def test_multirun_job_folder_names_fit_every_file_system(tmp_path):
+    assert job_dir(3, "conv:cinc+coupling:affine") == "3_conv:cinc+coupling:affine"  # short: Hydra's name
+    many = "+".join(f"option_{i}.value:{i}" for i in range(40))
+    names = {job_dir(n, many.replace("value:7", f"value:{n}")) for n in range(50)}
+    assert len(names) == 50  # cut names stay distinct (the hash of the whole name)
+    for name in names:
+        assert len(name.encode()) <= JOB_DIR_MAX and re.fullmatch(r"\d+_option_0.*~[0-9a-f]{8}", name), name
+        (tmp_path / name).mkdir()  # a folder the file system takes (the uncut name is over 255 bytes)
+    assert len(f"0_{many}".encode()) > 255
 
 
 @pytest.mark.slow  # long: `make test-slow`

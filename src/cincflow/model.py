@@ -44,6 +44,20 @@ def dims_mismatch(expected, found) -> list[str]:
     return [key for key in IMAGE_KEYS if want[key] != have[key]]
 
 
+def check_geometry(in_channels: int, image_size: int, levels: int, depth: int, width: int, n_bits: int) -> None:
+    """A ValueError unless a :class:`Glow` of these sizes can be built (each level halves the image)."""
+    for name, value in (("in_channels", in_channels), ("levels", levels), ("depth", depth), ("width", width)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if image_size < 1 or image_size % 2**levels:
+        raise ValueError(
+            f"image_size {image_size} is not divisible by 2^levels = {2**levels}: "
+            "each level halves the image, so choose fewer levels or another image size"
+        )
+    if not 1 <= n_bits <= 8:
+        raise ValueError(f"n_bits must be between 1 and 8, got {n_bits}")
+
+
 class Glow(nn.Module):
     def __init__(
         self,
@@ -64,16 +78,7 @@ class Glow(nn.Module):
         super().__init__()
         make_conv = conv_factory(conv, conv_kwargs)
         check_choice("coupling", coupling, tuple(COUPLINGS))
-        for name, value in (("in_channels", in_channels), ("levels", levels), ("depth", depth), ("width", width)):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if image_size < 1 or image_size % 2**levels:
-            raise ValueError(
-                f"image_size {image_size} is not divisible by 2^levels = {2**levels}: "
-                "each level halves the image, so choose fewer levels or another image size"
-            )
-        if not 1 <= n_bits <= 8:
-            raise ValueError(f"n_bits must be between 1 and 8, got {n_bits}")
+        check_geometry(in_channels, image_size, levels, depth, width, n_bits)
         self.in_channels, self.image_size, self.n_bits = in_channels, image_size, n_bits
         self.conv, self.coupling = conv_name(conv), coupling
         self.levels = nn.ModuleList()

@@ -15,12 +15,14 @@ BEFORE Hydra writes anything into it (Hydra writes ``.hydra/`` and the log file 
   ``hpc_ckpt_<n>.ckpt`` in the folder) continues its run there (Lightning restores that checkpoint);
 * eval.py / sample.py given a training run's folder write into a folder of their own inside it,
   ``<run>/<task_name>/<date>_<time>/``;
-* a multirun's sweep folder is made the same way; an explicit one that holds a sweep is refused.
+* a multirun's sweep folder is made the same way; an explicit one that holds a sweep is refused; its
+  job folders are ``<num>_<overrides>``, cut to a length every file system takes (:func:`job_dir`).
 
 The rules about checkpoints themselves (``ckpt_path=last``) live in :mod:`cincflow.training.checkpoints`.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime
 from pathlib import Path
@@ -113,8 +115,26 @@ def _stamp() -> str:
     return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
 
 
+JOB_DIR_MAX = 120  # bytes of a multirun job's folder name (file systems allow 255)
+
+
+def job_dir(num: Any, overrides: Any) -> str:
+    """A multirun job's folder name, ``<num>_<overrides>`` (``hydra.sweep.subdir``); a longer one
+    than :data:`JOB_DIR_MAX` bytes is cut and ends with ``~<hash of the whole name>`` (the job's full
+    overrides are in its ``.hydra/overrides.yaml`` and the sweep's summary)."""
+    name = f"{num}_{overrides}"
+    raw = name.encode()
+    if len(raw) <= JOB_DIR_MAX:
+        return name
+    return raw[: JOB_DIR_MAX - 9].decode(errors="ignore") + "~" + hashlib.sha1(raw).hexdigest()[:8]
+
+
 class RunFolders(Callback):
-    """Hydra callback: the run (or sweep) folder of this launch, decided before anything is written."""
+    """Hydra callback: the run (or sweep) folder of this launch, decided before anything is written.
+    It provides the resolver ``cincflow.job_dir`` (:func:`job_dir`) that names a multirun's job folders."""
+
+    def __init__(self) -> None:
+        OmegaConf.register_new_resolver("cincflow.job_dir", job_dir, replace=True)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         report_errors(self._choose_run_dir, config)  # exit 2 before Hydra writes anything

@@ -1,26 +1,83 @@
 """The Hydra callback (``conf/hydra/default.yaml``: ``hydra.callbacks.check_inputs``) that checks
-a run's configuration before Hydra creates the run folder or writes anything into it: a bad input
-is one line ``error: ...`` on stderr and exit status 2, and no folder is made. The jobs run the
-same checks again (for callers of :mod:`cincflow.jobs` that bypass Hydra's command line)."""
+a launch's configuration before Hydra creates a run folder or writes anything into it: a bad input
+is one line ``error: ...`` on stderr and exit status 2, and no folder is made.
+
+* a single run: the whole configuration (:func:`cincflow.config.validate`) and, for training, the
+  data (there, readable, large enough for its held-out splits) and the model's sizes against it;
+* a multirun (Hydra's basic sweeper): every job's configuration, composed as the sweeper will
+  compose it, the same way, before the first job starts (each distinct data config is read once).
+
+The jobs run the same checks again (for callers of :mod:`cincflow.jobs` that bypass Hydra)."""
 from __future__ import annotations
 
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
-from ..errors import report_errors
+from ..errors import ConfigError, find_user_error, one_line, report_errors
 from .checks import check_creatable, validate
+from .schema import plain
 
 FIX = "choose another folder with hydra.run.dir=..., hydra.sweep.dir=... or paths.log_dir=..."
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+SCRIPTS = ("train", "eval", "sample")
+
+
+def check_launch(cfg: DictConfig, script: str, output_dir: str, data_seen: set[str] | None = None) -> None:
+    """:func:`validate` ``cfg``; for training also the data and the model's sizes against it
+    (on global rank 0; skipped for a data config already in ``data_seen``, which it joins)."""
+    validate(cfg, script, output_dir=output_dir)
+    if script != "train" or rank_zero_only.rank != 0 or not isinstance(cfg.get("data"), DictConfig):
+        return
+    from ..jobs.common import prepared_data
+
+    key = OmegaConf.to_yaml(cfg.data, resolve=True) + OmegaConf.to_yaml(cfg.model, resolve=True)
+    if data_seen is not None and key in data_seen:
+        return
+    trial = OmegaConf.create({"data": plain(cfg.data), "model": plain(cfg.model)})  # a copy: the job fills in its own
+    prepared_data(trial)
+    if data_seen is not None:
+        data_seen.add(key)
+
+
+def sweep_job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
+    """(overrides, composed config) of every job of a basic-sweeper multirun, as the sweeper composes them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    loader = GlobalHydra.instance().config_loader()
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + list(config.hydra.overrides.task))
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    return [(list(job), loader.load_sweep_config(config, list(job))) for job in jobs]
 
 
 class CheckInputs(Callback):
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         """A single run: the whole configuration, with the run folder Hydra is about to create."""
-        if config_name in ("train", "eval", "sample"):
-            report_errors(lambda cfg: validate(cfg, config_name, output_dir=cfg.hydra.run.dir), config)
+        if config_name in SCRIPTS:
+            report_errors(lambda cfg: check_launch(cfg, config_name, output_dir=cfg.hydra.run.dir), config)
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """A sweep: its folder (each job's configuration is checked when the job starts)."""
-        report_errors(lambda cfg: check_creatable(cfg.hydra.sweep.dir, "hydra.sweep.dir=", FIX), config)
+    def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
+        """A sweep: its folder, then every job's configuration before the first job starts."""
+        report_errors(lambda cfg: self._check_sweep(cfg, config_name), config)
+
+    @staticmethod
+    def _check_sweep(config: DictConfig, config_name: str | None) -> None:
+        check_creatable(config.hydra.sweep.dir, "hydra.sweep.dir=", FIX)
+        if config_name not in SCRIPTS or config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+            return  # another sweeper chooses its jobs as it goes: each is checked when it starts
+        jobs = sweep_job_configs(config)
+        seen: set[str] = set()
+        for n, (overrides, job_cfg) in enumerate(jobs):
+            try:
+                check_launch(job_cfg, config_name, output_dir=config.hydra.sweep.dir, data_seen=seen)
+            except Exception as err:
+                found = find_user_error(err)
+                if found is None:
+                    raise
+                raise ConfigError(f"job {n} of the {len(jobs)} of this multirun ({' '.join(overrides)}): "
+                                  f"{one_line(found)}") from err

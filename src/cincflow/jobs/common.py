@@ -2,19 +2,21 @@
 model config to the data, CPU threads, rank-0 printing."""
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..config.schema import plain
 from ..data.errors import DatasetNotFoundError
 from ..errors import ConfigError, one_line
-from ..model import dims_mismatch
+from ..model import Glow, check_geometry, dims_mismatch
 from ..training.checkpoints import resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
 
@@ -24,11 +26,6 @@ DATA_KEYS = ("in_channels", "image_size", "n_bits")
 @rank_zero_only
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-def plain(cfg: Any) -> Any:
-    """A config as plain Python containers (interpolations resolved); anything else unchanged."""
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
 def fill_model_from_data(model_cfg: DictConfig, datamodule: LightningDataModule) -> None:
@@ -49,6 +46,24 @@ def fill_model_from_data(model_cfg: DictConfig, datamodule: LightningDataModule)
             f"model.{key}={model_cfg[key]} but the data ({type(datamodule).__name__}) has {key}={getattr(datamodule, key)}; "
             f"leave model.{key}=null to take it from the data"
         )
+    model_class = get_object(str(model_cfg.get("_target_", "builtins.object")))
+    if isinstance(model_class, type) and issubclass(model_class, Glow):
+        signature = inspect.signature(check_geometry).parameters
+        defaults = inspect.signature(model_class).parameters  # for sizes the config leaves out
+        sizes = {k: model_cfg[k] if model_cfg.get(k) is not None else defaults[k].default for k in signature}
+        try:  # the model's sizes against the data's images, before anything is built
+            check_geometry(**{k: int(v) for k, v in sizes.items()})
+        except ValueError as err:
+            raise ConfigError(f"invalid model configuration: {err} (check the model.* settings)") from None
+
+
+def prepared_data(cfg: DictConfig) -> LightningDataModule:
+    """The DataModule of a training config, checked (:func:`check_data_first`), with the model
+    config's data sizes filled in and checked against it (:func:`fill_model_from_data`)."""
+    datamodule = instantiate_data(cfg.data)
+    check_data_first(datamodule)
+    fill_model_from_data(cfg.model, datamodule)
+    return datamodule
 
 
 def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Callback]:

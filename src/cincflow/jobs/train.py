@@ -36,7 +36,7 @@ from ..training.lit_module import FlowLitModule
 from ..training.loading import build_model, load_module
 from ..training.loggers import finish_wandb, instantiate_loggers
 from ..viz import sample_grid
-from .common import check_data_first, fill_model_from_data, instantiate_callbacks, instantiate_data, instantiate_trainer, plain, say
+from .common import instantiate_callbacks, instantiate_trainer, plain, prepared_data, say
 from ..timing import torch_threads
 
 
@@ -84,9 +84,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     check_training_folder(output_dir, cfg, ckpt_path)  # the command line checked it before Hydra wrote
     ensure_writable_dir(output_dir)
 
-    datamodule: LightningDataModule = instantiate_data(cfg.data)
-    check_data_first(datamodule)  # before the model is built or a logger starts
-    fill_model_from_data(cfg.model, datamodule)
+    datamodule: LightningDataModule = prepared_data(cfg)  # before the model is built or a logger starts
 
     wandb_id = None
     ckpt: dict[str, Any] | None = None
