@@ -1,15 +1,21 @@
 """trainer=ddp_sim debug=smoke: two CPU processes (gloo, ddp_spawn) train two steps on the real configs; the
 ActNorm initialisation and every weight end identical on both ranks, the per-process batch is
-global_batch_size / 2."""
+global_batch_size / 2. Under torchrun, SIGTERM leaves last.ckpt at the step the ranks stopped at."""
 from __future__ import annotations
 
 import math
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
 
 from cincflow.jobs import train
+from cli import ROOT, launch_env
 
 
 class RankDump(Callback):
@@ -74,3 +80,36 @@ def test_ddp_sim_two_processes_identical_weights(compose_cfg, tmp_path):
     assert end["batch_sizes"] == [16, 16]  # global batch 32 kept: 16 per process x 2
     moved = [k for k in start["state"] if k.startswith("model.") and not torch.equal(start["state"][k], end["state"][k])]
     assert moved, "the weights did not change during training"
+
+
+def test_sigterm_under_torchrun_saves_the_interrupted_step(tmp_path):
+    """``timeout``/Kubernetes send SIGTERM to the launcher, torchrun forwards it to every rank: global rank 0
+    writes last.ckpt at the step where the ranks stopped (Lightning's collective save could hang), and one
+    line says so and how to resume."""
+    run = tmp_path / "run"
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2", str(ROOT / "src" / "train.py"),
+           "experiment=quickstart", "debug=smoke", "logger=none", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+           "test=false", "trainer.limit_train_batches=4", "trainer.max_epochs=100000", "trainer.enable_progress_bar=false",
+           f"hydra.run.dir={run}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / "metrics.json").exists():  # the first validation is written: training is under way
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        time.sleep(0.5)  # (usually) past the validation checkpoint's step
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = [ln for ln in err.splitlines() if ln.startswith("interrupted:")]
+    assert len(lines) == 1, err[-3000:]  # rank 0's
+    last = run / "checkpoints" / "last.ckpt"
+    match = re.fullmatch(rf"interrupted: SIGTERM at epoch \d+, step (\d+): saved {last}; resume with: torchrun "
+                         rf"<as before> src/train.py .*trainer=ddp.* ckpt_path={last}", lines[0])
+    assert match, lines[0]
+    step = int(match.group(1))
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    validated = [torch.load(p, map_location="cpu", weights_only=False)["global_step"]
+                 for p in (run / "checkpoints").glob("epoch_*.ckpt")]
+    assert saved["global_step"] == step >= max(validated), (step, validated)  # the step the line names, not an older one

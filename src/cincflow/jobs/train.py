@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
@@ -151,6 +152,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             except (SystemExit, KeyboardInterrupt) as err:  # Lightning's stop on SIGTERM (and ours on SIGINT)
                 if stop.signal_name is None:
                     raise
+                if not trainer.is_global_zero:  # rank 0 says how to resume
+                    raise SystemExit(128 + getattr(signal, stop.signal_name)) from err
                 raise _interrupted(stop.signal_name, trainer) from err
         best, last = checkpoint_paths(trainer)
         if not cfg.train and ckpt_path:  # train=false ckpt_path=...: test that checkpoint
@@ -179,7 +182,12 @@ def _interrupted(name: str, trainer: Trainer) -> TrainingInterrupted:
         given = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "resume="))]
     except ValueError:  # not launched by Hydra
         given = ["<the same settings>"]
-    command = " ".join(["python src/train.py", *map(shlex.quote, given), shlex.quote(f"ckpt_path={last}")])
+    launcher = "python"  # the command that started this process (DDP: each rank's launcher)
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        launcher = "torchrun <as before>"
+    elif SLURMEnvironment.detect():
+        launcher = "srun <as before> python"
+    command = " ".join([f"{launcher} src/train.py", *map(shlex.quote, given), shlex.quote(f"ckpt_path={last}")])
     return TrainingInterrupted(
         f"{name} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {last}; resume with: {command}",
         getattr(signal, name),

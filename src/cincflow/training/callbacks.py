@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchvision.utils import save_image
 
@@ -52,8 +53,8 @@ class RunCheckpoint(ModelCheckpoint):
     finite score (one line says so). With ``resumable`` (the ``last.ckpt`` one) it also saves when a
     fresh run starts (so a run that diverges before its first validation can be resumed at a lower
     lr), when training ends after the last validation (a run shorter than an epoch, no validation
-    data), and on SIGTERM/SIGINT (:class:`GracefulStop`; a single process only): every run that
-    ends leaves a resumable checkpoint."""
+    data), and on SIGTERM/SIGINT (:class:`GracefulStop`; under DDP global rank 0 writes it alone):
+    every run that ends leaves a resumable checkpoint."""
 
     def __init__(self, *args: Any, finite_metric: str = "val/bpd", resumable: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -87,8 +88,22 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)
-        if trainer.world_size == 1 and isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            return
+        if trainer.world_size == 1:
             self._save_now(trainer)
+        elif self.resumable and trainer.is_global_zero and type(trainer.strategy) is DDPStrategy:  # not DeepSpeed (sharded state)
+            self._save_alone(trainer)
+
+    def _save_alone(self, trainer: Trainer) -> None:
+        """DDP: global rank 0 writes ``last.ckpt`` by itself. Lightning's save is collective (barriers,
+        broadcasts) and the other ranks may stop at another batch; under DDP the weights, optimiser
+        and loop state rank 0 holds are the run's."""
+        if _nonfinite(self._monitor_candidates(trainer).get(self.finite_metric)):
+            return  # the last checkpoint with a finite score stays
+        path = self.format_checkpoint_name({})
+        trainer.strategy.checkpoint_io.save_checkpoint(trainer._checkpoint_connector.dump_checkpoint(False), path)
+        self.last_model_path = path
 
 
 class GracefulStop(Callback):
