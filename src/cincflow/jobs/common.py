@@ -17,8 +17,9 @@ from ..config.schema import plain
 from ..data.errors import DatasetNotFoundError
 from ..errors import ConfigError, one_line
 from ..model import Glow, check_geometry, dims_mismatch
-from ..training.checkpoints import resolve_ckpt_path
+from ..training.checkpoints import load_checkpoint_dict, resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
+from ..training.loading import module_arguments
 
 DATA_KEYS = ("in_channels", "image_size", "n_bits")
 
@@ -131,6 +132,23 @@ def require_checkpoint(cfg: DictConfig, script: str) -> Path:
     return resolve_ckpt_path(cfg.ckpt_path, cfg)
 
 
+NO_DATA = "the checkpoint has no data config: choose one with data=<name>"
+
+
+def uses_data(cfg: DictConfig, script: str) -> bool:
+    """Whether ``script`` (eval | sample) with ``cfg`` reads images (eval always; sample for
+    reconstructions or interpolations)."""
+    return script == "eval" or bool(int(cfg.get("reconstructions") or 0) or int(cfg.get("interpolations") or 0))
+
+
+def check_checkpoint_for(cfg: DictConfig, script: str, ckpt: Path) -> None:
+    """What ``script`` would refuse in the checkpoint ``ckpt`` (unreadable, weights only, hyper-parameters
+    this version does not take, no data config where the data is needed), without building its model."""
+    args = module_arguments(load_checkpoint_dict(ckpt).get("hyper_parameters"), ckpt)
+    if uses_data(cfg, script) and not cfg.get("data") and not args.get("data"):
+        raise ConfigError(NO_DATA)
+
+
 def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModule:
     """The data of ``cfg.data`` when given, otherwise the data config saved in the checkpoint."""
     data_cfg = cfg.get("data")
@@ -139,7 +157,7 @@ def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModul
     else:
         data_cfg = dict(module.hparams.get("data") or {})
         if not data_cfg:
-            raise ConfigError("the checkpoint has no data config: choose one with data=<name>")
+            raise ConfigError(NO_DATA)
     if cfg.get("batch_size"):
         data_cfg["batch_size"] = int(cfg.batch_size)
     dm = instantiate_data(data_cfg)

@@ -18,7 +18,7 @@ from ..config import validate
 from ..paths import ensure_writable_dir, resolve_path
 from ..training.loading import load_module
 from ..viz import interpolation_grid, reconstruction_grid, sample_grid
-from .common import datamodule_for, require_checkpoint
+from .common import datamodule_for, require_checkpoint, uses_data
 from ..timing import torch_threads
 
 
@@ -53,7 +53,7 @@ def _sample(cfg: DictConfig) -> dict[str, Any]:
     n_rec = int(cfg.get("reconstructions") or 0)
     n_int = int(cfg.get("interpolations") or 0)
     images = None  # the data (an input too) before any file is written
-    if n_rec or n_int:
+    if uses_data(cfg, "sample"):
         images = first_images(datamodule_for(cfg, module), max(n_rec, 2 * n_int), cfg.get("split", "test"))
     temps = cfg.temperature
     temps = [float(t) for t in temps] if isinstance(temps, (list, tuple)) or OmegaConf.is_list(temps) else [float(temps)]

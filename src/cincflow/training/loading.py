@@ -13,6 +13,7 @@ Checkpoint formats (``checkpoint["cincflow_format"]``):
 """
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Mapping
@@ -55,6 +56,13 @@ def module_arguments(hparams: Any, path: Path) -> dict[str, Any]:
         args.pop("optim", None)
     if not isinstance(args.get("model_config"), Mapping):
         raise CheckpointError(f"ckpt_path={path} has no model hyper-parameters: pass a .ckpt file written by src/train.py")
+    try:  # FlowLitModule takes them (before any model is built)
+        inspect.signature(FlowLitModule).bind(None, **args)
+    except TypeError as err:  # hyper-parameters of a version this one does not know
+        raise CheckpointError(
+            f"ckpt_path={path} has hyper-parameters this version does not take ({err}): load its state_dict into "
+            f"a FlowLitModule built with matching settings, or train it again"
+        ) from err
     return args
 
 
@@ -79,13 +87,7 @@ def load_module(ckpt_path: str | os.PathLike, use_ema: bool = True, device: str 
             f"ckpt_path={path} stores model settings this version cannot build ({one_line(err)}): load its "
             f"state_dict into a model built with matching settings, or train it again"
         ) from err
-    try:
-        module = FlowLitModule(model, **args)
-    except TypeError as err:  # hyper-parameters of a version this one does not know
-        raise CheckpointError(
-            f"ckpt_path={path} has hyper-parameters this version does not take ({err}): load its state_dict into "
-            f"a FlowLitModule built with matching settings, or train it again"
-        ) from err
+    module = FlowLitModule(model, **args)
     check_state_dict(module, ckpt, path)
     module.load_state_dict(ckpt["state_dict"])
     module.on_load_checkpoint(ckpt)
