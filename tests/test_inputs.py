@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from cli import run_cases
 from test_reliability import TINY, assert_one_line_error, tiny_checkpoint  # noqa: F401 (fixture)
 
@@ -40,7 +41,7 @@ def test_every_config_in_conf_passes_the_schema(tmp_path):
             validate(compose("train", overrides=ov), "train", output_dir=tmp_path / "run")
         for script in ("eval", "sample"):
             validate(compose(script, overrides=["ckpt_path=x.ckpt"]), script, output_dir=tmp_path / "run")
-    assert not (tmp_path / "run").exists()  # validation creates nothing
+    assert list(tmp_path.iterdir()) == []  # validation creates nothing (its write probes are removed)
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +253,19 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
     assert not runs.exists() and not (d / "sweeps").exists()  # every case was refused before Hydra made a folder
     assert tree_hashes(d) == before
     assert tiny_checkpoint.read_bytes() == ckpt_before
+
+
+
+
+def test_a_folder_no_one_may_create_is_refused_before_work(tmp_path):
+    """/proc takes no new folders, not even from root (for whom every permission check passes): the
+    check asks the OS by trying, so every script refuses such a folder in one line, exit 2."""
+    locked = Path("/proc/cincflow-test")
+    cases = [("train", [*TINY, f"hydra.run.dir={locked / 'run'}"], "the output folder"),
+             ("train", [*TINY, f"paths.log_dir={locked}"], "the output folder"),
+             ("train", [*TINY, "data=imagenet32_oord", f"data.cache_dir={locked / 'cache'}"], "data.cache_dir="),
+             ("train", ["-m", *TINY, f"hydra.sweep.dir={locked / 'sweep'}", "model.depth=1,2"], "hydra.sweep.dir=")]
+    results = run_cases([(script, args) for script, args, _ in cases])
+    for (_, args, key), result in zip(cases, results):
+        assert_one_line_error(result, key, "is not writable", "cannot be created in /proc")
+    assert not locked.exists()

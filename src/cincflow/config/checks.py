@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -117,7 +118,8 @@ def check_device(name: str, key: str = "device") -> None:
 
 def check_creatable(path: str | os.PathLike, name: str, fix: str, is_file: bool = False) -> None:
     """The folder ``path`` (the file ``path`` with ``is_file``) exists as such, or can be created:
-    its nearest existing ancestor is a writable folder. Creates nothing. ``name`` starts the
+    its nearest existing ancestor is a folder a new folder can be made in (tried: a probe folder is
+    made and removed again). Leaves nothing behind. ``name`` starts the
     message: ``"data.cache_dir="`` or ``"the output folder "``."""
     path = resolve_path(path)
     if path.exists():
@@ -128,8 +130,11 @@ def check_creatable(path: str | os.PathLike, name: str, fix: str, is_file: bool 
     ancestor = next(p for p in path.parents if p.exists())
     if not ancestor.is_dir():
         raise ConfigError(f"{name}{path} is not writable (it cannot be created: {ancestor} is a file, not a folder): {fix}")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ConfigError(f"{name}{path} is not writable (it cannot be created: permission denied in {ancestor}): {fix}")
+    try:  # the OS decides (permissions, read-only mounts, /proc, ...; os.access lets root pass everywhere)
+        os.rmdir(tempfile.mkdtemp(prefix=".cincflow-write-check-", dir=ancestor))
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(f"{name}{path} is not writable (it cannot be created in {ancestor}: {reason}): {fix}") from None
 
 
 def check_data_folders(data: Any) -> None:
