@@ -37,18 +37,13 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from ..errors import ConfigError, NonFiniteTrainingError
-from ..layers.actnorm import ActNorm
 from ..model import dims_mismatch
-from ..preprocess import dequantized
+from .actnorm_init import actnorm_initialized, actnorm_layers, initialize_actnorm
 from .ema import EMA
 from .resume import apply_optimizer_settings, optimizer_type
 
 
 CHECKPOINT_FORMAT = 2  # checkpoint["cincflow_format"]; 1 (no entry): hyper-parameters model/optim as configs
-
-
-def actnorm_layers(module: nn.Module) -> list[ActNorm]:
-    return [m for m in module.modules() if isinstance(m, ActNorm)]
 
 
 class FlowLitModule(LightningModule):
@@ -110,40 +105,15 @@ class FlowLitModule(LightningModule):
     def n_bits(self) -> int:
         return self.model.n_bits
 
-    def actnorm_initialized(self) -> bool:
-        return all(bool(a.initialized) for a in actnorm_layers(self.model))
-
-    @torch.no_grad()
     def initialize_actnorm(self, images: torch.Tensor) -> None:
-        """Data-dependent ActNorm init: one forward pass of the flow on ``images`` (uint8), with a
-        seeded dequantisation, then (under DDP) broadcast of every tensor from rank 0."""
-        x = dequantized(images, self.n_bits, int(self.hparams.actnorm_init_seed), like=next(self.model.parameters()))
-        for a in actnorm_layers(self.model):
-            a.initialized.fill_(False)
-        was_training = self.model.training
-        self.model.train()
-        self.model.log_prob(x)
-        self.model.train(was_training)
-        self._broadcast_from_rank0(self.model)
+        """Data-dependent ActNorm init on ``images`` (uint8) (:mod:`.actnorm_init`), then the EMA copy."""
+        initialize_actnorm(self.model, images, int(self.hparams.actnorm_init_seed))
         if self.ema is not None:
             self.ema.copy_from(self.model)
 
-    def _broadcast_from_rank0(self, module: nn.Module) -> None:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return
-        if torch.distributed.get_world_size() < 2:
-            return
-        for t in list(module.parameters()) + list(module.buffers()):
-            if t.dtype == torch.bool:  # gloo has no bool; every rank set the same flags anyway
-                flag = t.to(torch.uint8)
-                torch.distributed.broadcast(flag, src=0)
-                t.copy_(flag.bool())
-            else:
-                torch.distributed.broadcast(t.data, src=0)
-
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self) -> None:
-        if self.actnorm_initialized():
+        if actnorm_initialized(self.model):
             return  # restored from a checkpoint (or already initialised): never re-initialise
         n = int(self.hparams.actnorm_init_images)
         dm = getattr(self.trainer, "datamodule", None)
