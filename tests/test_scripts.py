@@ -133,3 +133,12 @@ def test_unknown_choice_on_the_command_line_lists_the_available_ones(tmp_path):
     assert "coupling/cubic" in err and "Available options" in err
     for choice in ("affine", "additive", "quad"):
         assert choice in err
+
+
+def test_mixed_precision_trains_on_the_cpu_and_says_only_what_concerns_the_user(tmp_path):
+    """trainer.precision=16-mixed (allowed by the schema) on a CPU: Lightning's switch to bf16 is shown, the
+    model summary's note about its MB estimate is not; the run trains and tests to a finite bits/dim."""
+    proc = ok(run_script("train.py", *SMOKE, "logger=none", "trainer.precision=16-mixed", f"hydra.run.dir={tmp_path}"))
+    output = proc.stdout + proc.stderr
+    assert "Using `precision='bf16-mixed'` instead" in output and "not supported by the model summary" not in output
+    assert math.isfinite(json.loads((tmp_path / "metrics.json").read_text())["test/bpd"])
