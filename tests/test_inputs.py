@@ -269,3 +269,30 @@ def test_a_folder_no_one_may_create_is_refused_before_work(tmp_path):
     for (_, args, key), result in zip(cases, results):
         assert_one_line_error(result, key, "is not writable", "cannot be created in /proc")
     assert not locked.exists()
+
+
+def test_multirun_jobs_are_checked_up_front_only_when_they_run_on_this_machine(tmp_path):
+    """The sweep's jobs as the basic sweeper composes them: a bad one is refused before any starts; with a
+    launcher plugin that runs the jobs elsewhere (a cluster, whose files this machine may not see) each job
+    checks itself where it starts."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from cincflow.config.callback import CheckInputs
+    from cincflow.errors import ConfigError
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=quickstart"], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.sweep.dir = str(tmp_path / "sweep")
+            cfg.hydra.overrides.task = ["experiment=quickstart", "model.depth=2,1,0"]
+        with pytest.raises(ConfigError, match=r"job 2 of the 3 of this multirun \(experiment=quickstart model.depth=0\)"):
+            CheckInputs._check_sweep(cfg, "train")
+        with open_dict(cfg):
+            cfg.hydra.overrides.task = ["experiment=quickstart", "model.depth=2,1"]
+        CheckInputs._check_sweep(cfg, "train")  # good jobs pass
+        with open_dict(cfg):
+            cfg.hydra.overrides.task = ["experiment=quickstart", "model.depth=2,1,0"]
+            cfg.hydra.launcher._target_ = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+        CheckInputs._check_sweep(cfg, "train")
+    assert not (tmp_path / "sweep").exists()

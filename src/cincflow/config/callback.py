@@ -4,8 +4,10 @@ is one line ``error: ...`` on stderr and exit status 2, and no folder is made.
 
 * a single run: the whole configuration (:func:`cincflow.config.validate`) and, for training, the
   data (there, readable, large enough for its held-out splits) and the model's sizes against it;
-* a multirun (Hydra's basic sweeper): every job's configuration, composed as the sweeper will
-  compose it, the same way, before the first job starts (each distinct data config is read once).
+* a multirun (Hydra's basic sweeper, jobs launched on this machine): every job's configuration,
+  composed as the sweeper will compose it, the same way, before the first job starts (each distinct
+  data config is read once). Jobs a launcher plugin runs elsewhere (e.g. on a cluster's nodes,
+  whose files this machine may not see) are checked where they start.
 
 The jobs run the same checks again (for callers of :mod:`cincflow.jobs` that bypass Hydra)."""
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .schema import plain
 
 FIX = "choose another folder with hydra.run.dir=..., hydra.sweep.dir=... or paths.log_dir=..."
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 SCRIPTS = ("train", "eval", "sample")
 
 
@@ -70,6 +73,8 @@ class CheckInputs(Callback):
         check_creatable(config.hydra.sweep.dir, "hydra.sweep.dir=", FIX)
         if config_name not in SCRIPTS or config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
             return  # another sweeper chooses its jobs as it goes: each is checked when it starts
+        if config.hydra.launcher.get("_target_") != BASIC_LAUNCHER:
+            return  # jobs launched elsewhere (a cluster's nodes) see their own files: each checks itself there
         jobs = sweep_job_configs(config)
         seen: set[str] = set()
         for n, (overrides, job_cfg) in enumerate(jobs):
