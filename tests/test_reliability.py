@@ -3,7 +3,7 @@
 The bad-input cases run the real entry scripts (``src/train.py`` etc., with their real command-line
 parsing by Hydra) one after the other in ONE child process (tests/cli.py: a Python + Lightning
 start-up costs ~6 s, so one interpreter per case would cost minutes); one case also runs as a
-separate interpreter (``make test-slow``) to check the exit status a shell sees.
+separate interpreter to check the exit status a shell sees.
 """
 from __future__ import annotations
 
@@ -203,7 +203,6 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
     assert tiny_checkpoint.read_bytes() == ckpt_before
 
 
-@pytest.mark.slow  # long: `make test-slow`
 def test_real_process_exit_status_and_traceback_on_request(tmp_path):
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "model.depth=0", f"hydra.run.dir={tmp_path}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=120)
