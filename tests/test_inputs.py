@@ -188,6 +188,12 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
          ("data.cache_dir=", "cannot be created", "a_file is a file")),
         (["data=cifar10", f"paths.data_dir={d / 'a_file' / 'data'}"], ("data.data_dir=", "cannot be created")),
     ]
+    # settings removed with ~ that the job needs (or that another setting refers to)
+    train += [
+        (["~ema_decay"], ("the configuration has no ema_decay, which this job needs", "~ema_decay", "ema_decay=0.999")),
+        (["~optimizer"], ("the configuration has no optimizer settings", "leave them in (defaults: conf/train.yaml")),
+        (["~samples"], ("callbacks.samples.n refers to samples.n, which the configuration lacks",)),
+    ]
     # the data and the model's sizes against it, read before Hydra makes the folder
     train += [
         (["data.val_size=1700"], ("invalid data configuration", "1700 + 180", "1797 images", "data.val_size")),
@@ -207,6 +213,7 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
         (["split=train"], ("split must be test or val", "'train'")),
         ([f"device={no_gpu_device}"], (f"device={no_gpu_device}", "CUDA GPU(s) on this machine", "device=cpu")),
         ([f"output={d / 'a_file' / 'samples.png'}"], ("output=", "cannot be created", "a_file is a file")),
+        (["~temperature"], ("the configuration has no temperature", "temperature=0.7")),
     ]
     evaluate = [
         ([f"ckpt_path={d / 'no_data.ckpt'}"], ("the checkpoint has no data config", "data=<name>")),
@@ -296,3 +303,21 @@ def test_multirun_jobs_are_checked_up_front_only_when_they_run_on_this_machine(t
             cfg.hydra.launcher._target_ = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
         CheckInputs._check_sweep(cfg, "train")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_key_a_job_reads_but_the_configuration_lacks_is_one_line(capsys):
+    """The safety net behind the schema: OmegaConf's "not in struct" / dangling interpolation inside a job
+    becomes one ``error:`` line naming the key (exit 2), not a traceback."""
+    from omegaconf import OmegaConf
+
+    from cincflow.errors import report_errors
+
+    cfg = OmegaConf.create({"a": 1, "b": "${c.d}"})
+    OmegaConf.set_struct(cfg, True)
+    for job, fragment in ((lambda c: c.trainer_options, "the configuration has no trainer_options, which this job needs"),
+                          (lambda c: c.b, "no c.d, which b refers to")):
+        with pytest.raises(SystemExit) as exit_:
+            report_errors(job, cfg)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and fragment in err[-1] and "Traceback" not in "\n".join(err), err

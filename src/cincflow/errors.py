@@ -80,9 +80,28 @@ def find_user_error(exc: BaseException | None) -> BaseException | None:
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, USER_ERRORS):
             return exc
+        missing = missing_key(exc)
+        if missing is not None:
+            return missing
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def missing_key(exc: BaseException) -> ConfigError | None:
+    """A ConfigError for OmegaConf's "Key 'x' is not in struct" (the job reads a key the configuration
+    lacks: a ``~key`` override removed it), else None."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError
+
+    if isinstance(exc, InterpolationKeyError):  # ${samples.n} where samples was removed
+        key = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
+        return ConfigError(f"the configuration has no {key}, which {getattr(exc, 'full_key', None) or 'a setting'} "
+                           f"refers to (a ~ override removes it): leave it in (defaults: conf/)")
+    if not isinstance(exc, (ConfigAttributeError, ConfigKeyError)) or "not in struct" not in str(exc):
+        return None
+    key = getattr(exc, "full_key", None) or str(exc).split("'")[1]
+    return ConfigError(f"the configuration has no {key}, which this job needs (a ~{key} override removes it): "
+                       f"leave it in or give it a value, e.g. {key}=null where null is allowed (defaults: conf/)")
 
 
 def one_line(exc: BaseException) -> str:

@@ -12,13 +12,15 @@ from typing import Any, get_type_hints
 
 import torch
 from hydra.utils import get_object
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
+from omegaconf.errors import InterpolationKeyError
 
 from ..errors import ConfigError, one_line
 from ..layers.step import CONV_LAYERS, COUPLINGS, check_choice
 from ..paths import resolve_path
 from .schema import SCHEMAS, check_node, check_value, plain
 
+REQUIRED_NODES = {"train": ("data", "model", "optimizer", "trainer"), "eval": ("trainer",), "sample": ()}
 EXAMPLES = {"optimizer": "torch.optim.Adamax", "scheduler": "cincflow.training.schedule.linear_warmup",
             "model": "cincflow.Glow", "model.conv": "cincflow.layers.step.cinc"}
 
@@ -150,10 +152,35 @@ def check_data_folders(data: Any) -> None:
         check_creatable(data.data_dir, "data.data_dir=", fix)
 
 
+def check_references(node: Any, prefix: str = "") -> None:
+    """Every ``${key}`` interpolation of ``node`` finds its key (``~samples`` would leave
+    ``callbacks.samples.n: ${samples.n}`` dangling); Hydra's own resolvers (``${hydra:...}``,
+    set once the run starts) are left to resolve later."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    for key in keys:
+        if not prefix and key == "hydra":
+            continue
+        try:
+            value = node[key]
+        except InterpolationKeyError as err:
+            missing = str(err).split("'")[1] if "'" in str(err) else str(err)
+            raise ConfigError(f"{prefix}{key} refers to {missing}, which the configuration lacks (a ~ override removes "
+                              f"it): leave it in or set {prefix}{key}=<value> (defaults: conf/)") from None
+        except Exception:  # noqa: BLE001 - another resolver's business, checked where it resolves
+            continue
+        if isinstance(value, (DictConfig, ListConfig)):
+            check_references(value, f"{prefix}{key}.")
+
+
 def validate(cfg: DictConfig, script: str, output_dir: str | os.PathLike | None = None) -> None:
     """Check the composed config of ``script`` (train | eval | sample) before any work: the
     schema, the ``_target_`` nodes, devices and folders (``output_dir``: default
     ``cfg.paths.output_dir``). The first problem is a one-sentence :class:`ConfigError`."""
+    for key in REQUIRED_NODES[script]:  # each is instantiated: a _target_ and its options
+        if not isinstance(cfg.get(key), DictConfig) or "_target_" not in cfg[key]:
+            raise ConfigError(f"the configuration has no {key} settings with a _target_, which {script} needs (a ~{key} "
+                              f"override removes them): leave them in (defaults: conf/{script}.yaml and its groups)")
+    check_references(cfg)
     check_node(cfg, SCHEMAS[script])
     folder_fix = "choose another folder with hydra.run.dir=... or paths.log_dir=..."
     check_creatable(output_dir if output_dir is not None else cfg.paths.output_dir, "the output folder ", folder_fix)

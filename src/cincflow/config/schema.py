@@ -25,10 +25,12 @@ PRECISIONS = ("32-true", "64-true", "bf16-mixed", "16-mixed", "32", "64", "16", 
 SPLITS = ("test", "val")
 
 
-def rule(must: str, example: Any, ok: Callable[[Any], bool] | None = None, hint: str = "") -> Any:
+def rule(must: str, example: Any, ok: Callable[[Any], bool] | None = None, hint: str = "",
+         required: bool = False) -> Any:
     """A schema field (default None: absent or null is allowed by the type): ``ok(value)`` for a
-    non-null value of the right type, ``must`` what it has to be, ``example`` a valid value."""
-    return field(default=None, metadata={"must": must, "example": example, "ok": ok, "hint": hint})
+    non-null value of the right type, ``must`` what it has to be, ``example`` a valid value;
+    ``required``: the job reads it, so the key must be there (a ``~key`` override removes it)."""
+    return field(default=None, metadata={"must": must, "example": example, "ok": ok, "hint": hint, "required": required})
 
 
 def at_least(low: float) -> Callable[[Any], bool]:
@@ -117,12 +119,13 @@ class CommonSchema:
 
 @dataclass
 class TrainSchema(CommonSchema):
-    train: bool | None = rule("true or false", "true")
-    test: bool | None = rule("true or false", "true")
-    max_bad_steps: int | None = rule("an integer >= 0 (0 or null: never stop)", 20, at_least(0))
-    atomic_checkpoints: bool | None = rule("true or false", "true")
-    ema_decay: float | None = rule("a number in [0, 1) (null or 0: no averaging)", 0.999, lambda v: 0 <= v < 1)
-    actnorm_init_images: int | None = rule(POSITIVE, 512, at_least(1))
+    train: bool | None = rule("true or false", "true", required=True)
+    test: bool | None = rule("true or false", "true", required=True)
+    max_bad_steps: int | None = rule("an integer >= 0 (0 or null: never stop)", 20, at_least(0), required=True)
+    atomic_checkpoints: bool | None = rule("true or false", "true", required=True)
+    ema_decay: float | None = rule("a number in [0, 1) (null or 0: no averaging)", 0.999, lambda v: 0 <= v < 1,
+                                   required=True)
+    actnorm_init_images: int | None = rule(POSITIVE, 512, at_least(1), required=True)
     global_batch_size: int | None = rule("a positive integer, or null to use data.batch_size per process", 128,
                                          at_least(1))
     resume: str | None = rule("full (continue the run in its folder) or weights (a new run from its weights)", "full",
@@ -147,10 +150,10 @@ class EvalSchema(CommonSchema):
 
 @dataclass
 class SampleSchema(CommonSchema):
-    n: int | None = rule("a positive integer", 64, at_least(1))
+    n: int | None = rule("a positive integer", 64, at_least(1), required=True)
     temperature: float | list[float] | None = rule(
         "a positive finite number or a non-empty list of them", 0.7,
-        lambda v: each(positive_finite)(v) if isinstance(v, list) else positive_finite(v))
+        lambda v: each(positive_finite)(v) if isinstance(v, list) else positive_finite(v), required=True)
     batch_size: int | None = rule("a positive integer", 64, at_least(1))
     nrow: int | None = rule("a positive integer, or null for a square grid", 8, at_least(1))
     use_ema: bool | None = rule("true or false", "true")
@@ -242,6 +245,10 @@ def check_node(node: Any, schema: type, prefix: str = "") -> None:
     where = f"{prefix.split('.')[0]} " if prefix else ""
     for f in fields(schema):
         if f.name not in node:
+            if f.metadata.get("required"):
+                key = f"{prefix}{f.name}"
+                raise ConfigError(f"the configuration has no {key}, which this job needs (a ~{key} override removes "
+                                  f"it): leave it in or give it a value, e.g. {key}={as_override(f.metadata['example'])}")
             continue
         sub = [a for a in get_args(hints[f.name]) if is_dataclass(a)]
         if sub:
