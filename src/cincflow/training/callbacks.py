@@ -107,24 +107,53 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 class GracefulStop(Callback):
-    """SIGINT (Ctrl-C) during training stops like Lightning's SIGTERM does: at the next batch boundary
-    (a SIGTERMException, so no optimiser step is left half done); ``signal_name`` then says which
-    signal stopped the run (None: none did). A second Ctrl-C interrupts at once."""
+    """SIGTERM and SIGINT (Ctrl-C) during training stop at a batch boundary (Lightning's
+    SIGTERMException, so no optimiser step is left half done); ``signal_name`` then says which signal
+    stopped the run (None: none did). A second Ctrl-C interrupts at once.
+
+    The handlers only take note (and pass the signal on to the processes Lightning launched). A
+    single process stops after the current batch. Under DDP every rank must stop after the SAME
+    batch: the ranks agree at the end of each batch (an all-reduce of "a signal arrived here"), because
+    the signal reaches them at different moments, and a rank that stops alone leaves the others in a
+    collective with a closed peer. (Lightning's own SIGTERM handler broadcasts from inside the
+    handler, wherever the signal lands, and each rank also stops on its own flag: under torchrun
+    that deadlocked or crashed the ranks.)"""
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self._noticed: str | None = None  # a signal this process received, not yet agreed on
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.signal_name = None
+        self.signal_name = self._noticed = None
         if threading.current_thread() is not threading.main_thread():
             return
+        connector = trainer._signal_connector
+
+        def notice(name: str, signum: int) -> None:
+            if self._noticed is None and trainer.strategy.launcher is not None:
+                trainer.strategy.launcher.kill(signum)  # the processes Lightning started stop too
+            self._noticed = self._noticed or name
+            if trainer.world_size == 1:
+                self.signal_name = self.signal_name or name
+                connector.received_sigterm = True  # the loops stop after this batch
 
         def on_sigint(signum, frame) -> None:
-            self.signal_name = "SIGINT"
-            trainer._signal_connector.received_sigterm = True  # the loops stop at the next batch
+            notice("SIGINT", signum)
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
-        signal.signal(signal.SIGINT, on_sigint)  # Lightning's teardown restores the previous handler
+        signal.signal(signal.SIGTERM, lambda signum, frame: notice("SIGTERM", signum))
+        signal.signal(signal.SIGINT, on_sigint)  # Lightning's teardown restores the previous handlers
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return
+        flags = torch.tensor([self._noticed == "SIGTERM", self._noticed == "SIGINT"], dtype=torch.int32,
+                             device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        if flags.any():  # every rank stops after this batch
+            self.signal_name = "SIGTERM" if flags[0] else "SIGINT"
+            trainer._signal_connector.received_sigterm = True
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):
