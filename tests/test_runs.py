@@ -347,6 +347,24 @@ def test_sigint_stops_at_a_batch_boundary_saves_and_exits_130(compose_cfg, tmp_p
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Ctrl-C again
 
 
+def test_a_resume_that_has_nothing_left_to_train_says_which_limit(compose_cfg, tmp_path, capsys):
+    """A resume whose checkpoint already reaches the run's length trains no step: one line names the limit
+    reached (max_steps or max_epochs, whichever came first) and a larger value to resume with."""
+    run = tmp_path / "run"
+    train(compose_cfg("train", [*TINY, "test=false"], run))  # 3 steps, 1 epoch
+    last = run / "checkpoints" / "last.ckpt"
+    for extra, limit in ((["trainer.max_steps=3", "trainer.max_epochs=-1"], "trainer.max_steps=3"),
+                         (["trainer.max_epochs=1"], "trainer.max_epochs=1")):
+        capsys.readouterr()
+        result = train(compose_cfg("train", [*TINY, "test=false", f"ckpt_path={last}", *extra], run))
+        out = capsys.readouterr().out
+        assert result["global_step"] == 3, out
+        line = next(ln for ln in out.splitlines() if ln.startswith("Nothing to train"))
+        assert f"already reaches {limit}" in line and "resume with a larger one" in line, line
+    result = train(compose_cfg("train", [*TINY, "test=false", f"ckpt_path={last}", "trainer.max_epochs=2"], run))
+    assert result["global_step"] == 6 and "Nothing to train" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("extra, steps", [(["trainer.limit_train_batches=null", "trainer.max_steps=6"], 6),
                                           (["data.val_size=0"], 3)])
 def test_runs_without_a_validation_leave_last_ckpt(compose_cfg, tmp_path, extra, steps):

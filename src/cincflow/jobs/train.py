@@ -106,6 +106,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         model_config=plain(cfg.model),
     )
     changes: list[str] = []
+    resumed_step = int(ckpt.get("global_step", -1)) if ckpt is not None else None
     if ckpt is not None:
         check_state_dict(module, ckpt, ckpt_path)  # a different architecture: which keys/shapes differ
         if resume == "weights":
@@ -155,6 +156,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
                 if not trainer.is_global_zero:  # rank 0 says how to resume
                     raise SystemExit(128 + getattr(signal, stop.signal_name)) from err
                 raise _interrupted(stop.signal_name, trainer) from err
+            if fit_from and trainer.global_step == resumed_step:
+                say(_nothing_trained(trainer))
         best, last = checkpoint_paths(trainer)
         if not cfg.train and ckpt_path:  # train=false ckpt_path=...: test that checkpoint
             best = str(ckpt_path)
@@ -169,6 +172,18 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     finally:
         finish_wandb()
     return result
+
+
+def _nothing_trained(trainer: Trainer) -> str:
+    """The line after a resume that trained no step: the checkpoint already reached the run's length."""
+    if trainer.max_steps not in (None, -1) and trainer.global_step >= trainer.max_steps:
+        limit, more = f"trainer.max_steps={trainer.max_steps}", f"trainer.max_steps={trainer.max_steps * 2}"
+    else:
+        epochs = trainer.max_epochs
+        limit, more = f"trainer.max_epochs={epochs}", f"trainer.max_epochs={2 * epochs if epochs else 1}"
+    return (f"Nothing to train: the checkpoint is at step {trainer.global_step}, epoch {trainer.current_epoch}, "
+            f"which already reaches {limit} (training stops at whichever limit comes first): resume with a larger "
+            f"one, e.g. {more}")
 
 
 def _interrupted(name: str, trainer: Trainer) -> TrainingInterrupted:
