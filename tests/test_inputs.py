@@ -188,6 +188,12 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
          ("data.cache_dir=", "cannot be created", "a_file is a file")),
         (["data=cifar10", f"paths.data_dir={d / 'a_file' / 'data'}"], ("data.data_dir=", "cannot be created")),
     ]
+    # options of the sample-grid callback and the DataModule, typed like the rest
+    train += [
+        (["callbacks.samples.temperatures=[]"], ("invalid callbacks configuration", "temperatures must be a non-empty list")),
+        (["callbacks.samples.every_n_epochs=0"], ("every_n_epochs must be a positive integer", "got 0")),
+        (["data.split_seed=abc"], ("invalid data configuration", "split_seed must be an integer", "'abc'")),
+    ]
     # settings removed with ~ that the job needs (or that another setting refers to)
     train += [
         (["~ema_decay"], ("the configuration has no ema_decay, which this job needs", "~ema_decay", "ema_decay=0.999")),

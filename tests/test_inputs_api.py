@@ -2,6 +2,8 @@
 the expected shape, dtype or range, from Glow and every layer, in both directions."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -103,3 +105,14 @@ def test_split_and_squeeze_check_their_inputs():
 def test_layer_constructors_reject_impossible_sizes(make, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         make()
+
+
+@pytest.mark.parametrize("kwargs, fragment", [({"every_n_epochs": 0}, "every_n_epochs >= 1 (got 0)"),
+                                              ({"temperatures": []}, "at least one temperature"),
+                                              ({"n_reconstructions": -1}, "n_reconstructions >= 0 (got -1)")])
+def test_sample_grids_refuse_settings_that_would_silently_change(tmp_path, kwargs, fragment):
+    from cincflow.training.callbacks import SampleGrids
+
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        SampleGrids(str(tmp_path), **kwargs)
+    assert SampleGrids(str(tmp_path), every_n_epochs=3).every_n_epochs == 3

@@ -21,7 +21,7 @@ from ..paths import resolve_path
 from .schema import SCHEMAS, check_node, check_value, plain
 
 REQUIRED_NODES = {"train": ("data", "model", "optimizer", "trainer"), "eval": ("trainer",), "sample": ()}
-EXAMPLES = {"optimizer": "torch.optim.Adamax", "scheduler": "cincflow.training.schedule.linear_warmup",
+EXAMPLES = {"data": "cincflow.data.DigitsDataModule", "optimizer": "torch.optim.Adamax", "scheduler": "cincflow.training.schedule.linear_warmup",
             "model": "cincflow.Glow", "model.conv": "cincflow.layers.step.cinc"}
 
 
@@ -43,7 +43,7 @@ def options_of(target: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any
     params = list(inspect.signature(fn).parameters.values())
     if params and params[0].name == "self":
         params = params[1:]
-    while fn is not target and params and params[0].default is inspect.Parameter.empty:
+    while target in CONV_LAYERS and params and params[0].default is inspect.Parameter.empty:
         params = params[1:]  # a conv layer's channels: the factory passes them
     try:
         hints = get_type_hints(fn)
@@ -184,6 +184,7 @@ def validate(cfg: DictConfig, script: str, output_dir: str | os.PathLike | None 
     check_node(cfg, SCHEMAS[script])
     folder_fix = "choose another folder with hydra.run.dir=... or paths.log_dir=..."
     check_creatable(output_dir if output_dir is not None else cfg.paths.output_dir, "the output folder ", folder_fix)
+    check_target(cfg.get("data"), "data")
     check_data_folders(cfg.get("data"))
     if script == "train":
         check_optimizer(cfg.get("optimizer"))

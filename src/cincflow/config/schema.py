@@ -112,6 +112,25 @@ class SamplesSchema:
 
 
 @dataclass
+class SampleGridsSchema:  # callbacks.samples (cincflow.training.callbacks.SampleGrids)
+    n: int | None = rule("an integer >= 0 (0: no sample grids)", 64, at_least(0))
+    temperatures: list[float] | None = rule("a non-empty list of positive finite numbers", "[0.5,0.7,1.0]",
+                                            each(positive_finite))
+    seed: int | None = rule("an integer", 1234)
+    n_reconstructions: int | None = rule("an integer >= 0", 16, at_least(0))
+    every_n_epochs: int | None = rule("a positive integer (a sample grid every that many epochs)", 1, at_least(1))
+    recon_err_warn: float | None = rule("a number", 1e-3)
+    nonfinite_warn: float | None = rule("a number", 0.0)
+    residual_warn: float | None = rule("a number", 1e-3)
+    error_bound_warn: float | None = rule("a number", 1e-3)
+
+
+@dataclass
+class CallbacksSchema:
+    samples: SampleGridsSchema | None = None
+
+
+@dataclass
 class CommonSchema:
     seed: int | None = rule("an integer, or null for no seeding", 0)
     num_threads: int | None = rule("a positive integer, or null for PyTorch's default", 1, at_least(1))
@@ -135,6 +154,7 @@ class TrainSchema(CommonSchema):
     scheduler: SchedulerSchema | None = None
     model: ModelSchema | None = None
     samples: SamplesSchema | None = None
+    callbacks: CallbacksSchema | None = None
 
 
 @dataclass

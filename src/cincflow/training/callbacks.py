@@ -197,7 +197,11 @@ class SampleGrids(Callback):
         self.temperatures = [float(t) for t in temperatures]
         self.seed = int(seed)
         self.n_reconstructions = int(n_reconstructions)
-        self.every_n_epochs = max(1, int(every_n_epochs))
+        if int(every_n_epochs) < 1 or not self.temperatures or int(n) < 0 or int(n_reconstructions) < 0:
+            raise ValueError(f"SampleGrids needs every_n_epochs >= 1 (got {every_n_epochs}), at least one temperature "
+                             f"(got {list(temperatures)}), n >= 0 (got {n}) and n_reconstructions >= 0 "
+                             f"(got {n_reconstructions})")
+        self.every_n_epochs = int(every_n_epochs)
         self.recon_err_warn = float(recon_err_warn)
         self.nonfinite_warn = float(nonfinite_warn)
         self.residual_warn = float(residual_warn)
