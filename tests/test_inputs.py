@@ -227,6 +227,8 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
                                                        "not take", "frobnicate")),
         ([f"ckpt_path={d / 'weights_only.pt'}"], ("weights_only.pt holds only weights", "load_state_dict")),
         ([ck, "split=train"], ("split must be test or val",)),
+        ([ck, "data=photos"], ("data in_channels=3 (PhotosDataModule) does not match the checkpoint's model",
+                               "in_channels=1", "leave data unset")),
     ]
     sample_ckpts = [
         ([f"ckpt_path={d / 'weights_only.pt'}"], ("holds only weights",)),

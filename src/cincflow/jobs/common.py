@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -145,8 +146,12 @@ def check_checkpoint_for(cfg: DictConfig, script: str, ckpt: Path) -> None:
     """What ``script`` would refuse in the checkpoint ``ckpt`` (unreadable, weights only, hyper-parameters
     this version does not take, no data config where the data is needed), without building its model."""
     args = module_arguments(load_checkpoint_dict(ckpt).get("hyper_parameters"), ckpt)
-    if uses_data(cfg, script) and not cfg.get("data") and not args.get("data"):
+    if not uses_data(cfg, script):
+        return
+    if not cfg.get("data") and not args.get("data"):
         raise ConfigError(NO_DATA)
+    if cfg.get("data"):  # other data than the checkpoint's: its images must fit the model
+        check_data_fits(SimpleNamespace(**args["model_config"]), instantiate_data(plain(cfg.data)))
 
 
 def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModule:
@@ -161,11 +166,16 @@ def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModul
     if cfg.get("batch_size"):
         data_cfg["batch_size"] = int(cfg.batch_size)
     dm = instantiate_data(data_cfg)
-    mismatch = dims_mismatch(module.model, dm)
+    check_data_fits(module.model, dm)
+    return dm
+
+
+def check_data_fits(model: Any, dm: LightningDataModule) -> None:
+    """A ConfigError unless the images of ``dm`` fit the checkpoint's ``model`` (or its config)."""
+    mismatch = dims_mismatch(model, dm)
     if mismatch:
         key = mismatch[0]
         raise ConfigError(
             f"data {key}={getattr(dm, key)} ({type(dm).__name__}) does not match the checkpoint's model "
-            f"({key}={getattr(module.model, key)}): choose the data it was trained on with data=<name> or leave data unset"
+            f"({key}={getattr(model, key)}): choose the data it was trained on with data=<name> or leave data unset"
         )
-    return dm
