@@ -28,6 +28,21 @@ def test_glow_rejects_integer_images_and_points_to_bits_per_dim(glow):
         glow.log_prob(torch.randn(2, 3, 8, 8))
 
 
+def test_glow_names_a_dtype_mismatch_between_images_and_parameters(glow):
+    with pytest.raises(TypeError, match=r"Glow's parameters are torch.float32, the images torch.float64: convert the "
+                                        r"images with x.to\(torch.float32\) or the model with model.to\(torch.float64\)"):
+        glow.log_prob(torch.randn(2, 1, 8, 8, dtype=torch.float64))
+    double = Glow(in_channels=1, image_size=8, levels=2, depth=1, width=8, n_bits=5).double()
+    assert torch.isfinite(double.log_prob(torch.randn(2, 1, 8, 8, dtype=torch.float64))).all()
+
+
+@pytest.mark.parametrize("temperature", [-0.5, float("nan"), float("inf"), "0.7", True])
+def test_sample_needs_a_finite_non_negative_temperature(glow, temperature):
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0"):
+        glow.sample(2, temperature)
+    assert glow.sample(2, 0).shape == (2, 1, 8, 8)  # 0: the mode of every latent
+
+
 @pytest.mark.parametrize("n", [0, -1, 2.5, True])
 def test_sample_needs_a_positive_integer_count(glow, n):
     with pytest.raises(ValueError, match=rf"n must be an integer >= 1, got {n!r}"):

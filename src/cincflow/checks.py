@@ -6,6 +6,8 @@ cheap on the hot path); :func:`check_positive_int` in the layer constructors.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -14,6 +16,14 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_temperature(name: str, value) -> float:
+    """``value`` as a float; ValueError unless it is a finite number >= 0 (0: the mode of each latent)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (1: the model's distribution, below 1: sharper), "
+                         f"got {value!r}")
+    return float(value)
 
 
 def check_images(layer: str, x, channels: int | None = None) -> None:

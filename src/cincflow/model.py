@@ -14,7 +14,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from .checks import check_images, check_positive_int
+from .checks import check_images, check_positive_int, check_temperature
 from .layers.quarter_plane import QuarterPlaneConv
 from .layers.sequential import FlowSequential
 from .layers.split import Split, gaussian_log_prob, gaussian_sample
@@ -115,6 +115,10 @@ class Glow(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         check_images("Glow", x)  # floats: uint8 images go through bits_per_dim
+        want = self.top_prior.dtype
+        if x.dtype != want:
+            raise TypeError(f"Glow's parameters are {want}, the images {x.dtype}: convert the images with "
+                            f"x.to({want}) or the model with model.to({x.dtype})")
         if dims_mismatch(self, x):
             expected = (self.in_channels, self.image_size, self.image_size)
             raise ValueError(
@@ -198,6 +202,7 @@ class Glow(nn.Module):
         """n model-space samples; latents = mean + std * temperature * eps, eps ~ N(0, I) or ``noise``
         (one standard-normal tensor per latent, shapes [n, *latent_shapes()[i]]) for fixed grids."""
         check_positive_int("Glow.sample: n", n)
+        temperature = check_temperature("Glow.sample: temperature", temperature)
         self._check_latents("Glow.sample: noise", noise, n)
         return self._decode([None] * len(self.levels), n, temperature, noise)
 
