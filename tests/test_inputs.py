@@ -323,7 +323,7 @@ def test_a_key_a_job_reads_but_the_configuration_lacks_is_one_line(capsys):
     cfg = OmegaConf.create({"a": 1, "b": "${c.d}"})
     OmegaConf.set_struct(cfg, True)
     for job, fragment in ((lambda c: c.trainer_options, "the configuration has no trainer_options, which this job needs"),
-                          (lambda c: c.b, "no c.d, which b refers to")):
+                          (lambda c: c.b, "b refers to c.d, which the configuration lacks")):
         with pytest.raises(SystemExit) as exit_:
             report_errors(job, cfg)
         assert exit_.value.code == 2

@@ -88,20 +88,28 @@ def find_user_error(exc: BaseException | None) -> BaseException | None:
     return None
 
 
+def missing_setting(key: str, referrer: str | None = None, example: str | None = None) -> ConfigError:
+    """The one message for a setting the configuration lacks (a ``~key`` override removed it): one the
+    job needs, or one ``referrer`` interpolates (``${key}``)."""
+    if referrer:
+        return ConfigError(f"{referrer} refers to {key}, which the configuration lacks (a ~ override removes it): "
+                           f"leave it in (defaults: conf/)")
+    value = f"e.g. {key}={example}" if example is not None else "(defaults: conf/)"
+    return ConfigError(f"the configuration has no {key}, which this job needs (a ~{key} override removes it): "
+                       f"leave it in or give it a value, {value}")
+
+
 def missing_key(exc: BaseException) -> ConfigError | None:
-    """A ConfigError for OmegaConf's "Key 'x' is not in struct" (the job reads a key the configuration
-    lacks: a ``~key`` override removed it), else None."""
+    """:func:`missing_setting` for OmegaConf's "Key 'x' is not in struct" and a dangling
+    interpolation raised inside a job, else None."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError
 
     if isinstance(exc, InterpolationKeyError):  # ${samples.n} where samples was removed
         key = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
-        return ConfigError(f"the configuration has no {key}, which {getattr(exc, 'full_key', None) or 'a setting'} "
-                           f"refers to (a ~ override removes it): leave it in (defaults: conf/)")
+        return missing_setting(key, referrer=getattr(exc, "full_key", None) or "a setting")
     if not isinstance(exc, (ConfigAttributeError, ConfigKeyError)) or "not in struct" not in str(exc):
         return None
-    key = getattr(exc, "full_key", None) or str(exc).split("'")[1]
-    return ConfigError(f"the configuration has no {key}, which this job needs (a ~{key} override removes it): "
-                       f"leave it in or give it a value, e.g. {key}=null where null is allowed (defaults: conf/)")
+    return missing_setting(getattr(exc, "full_key", None) or str(exc).split("'")[1])
 
 
 def one_line(exc: BaseException) -> str:

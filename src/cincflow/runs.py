@@ -164,11 +164,12 @@ class RunFolders(Callback):
         if config.get("ckpt_path") and str(config.ckpt_path) != "???":
             named = folder if explicit else None
             ckpt = resolve_ckpt_path(config.ckpt_path, config, named_dir=named, training=training)
-            check_archive(ckpt)  # a truncated or corrupted file: refused before a resume touches its run
-            if job in ("eval", "sample"):  # what the job would refuse in it, before its folder is made
+            if job in ("eval", "sample"):  # what the job would refuse in it (CRC included), before its folder is made
                 from .jobs.common import check_checkpoint_for
 
                 check_checkpoint_for(config, job, ckpt)
+            else:
+                check_archive(ckpt)  # a truncated or corrupted file: refused before a resume touches its run
             with open_dict(config):
                 config.ckpt_path = str(ckpt)  # the job uses the file chosen (and announced) here
         subdir = None

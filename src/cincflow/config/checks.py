@@ -15,7 +15,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import InterpolationKeyError
 
-from ..errors import ConfigError, one_line
+from ..errors import ConfigError, missing_key, one_line
 from ..layers.step import CONV_LAYERS, COUPLINGS, check_choice
 from ..paths import resolve_path
 from .schema import SCHEMAS, check_node, check_value, plain
@@ -163,9 +163,7 @@ def check_references(node: Any, prefix: str = "") -> None:
         try:
             value = node[key]
         except InterpolationKeyError as err:
-            missing = str(err).split("'")[1] if "'" in str(err) else str(err)
-            raise ConfigError(f"{prefix}{key} refers to {missing}, which the configuration lacks (a ~ override removes "
-                              f"it): leave it in or set {prefix}{key}=<value> (defaults: conf/)") from None
+            raise missing_key(err) from None
         except Exception:  # noqa: BLE001 - another resolver's business, checked where it resolves
             continue
         if isinstance(value, (DictConfig, ListConfig)):

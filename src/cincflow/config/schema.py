@@ -17,7 +17,7 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..errors import ConfigError
+from ..errors import ConfigError, missing_setting
 
 #: what the flow trains in (checked on CPU: 16-true and bf16-true fail, the LU and triangular solves
 #: have no half-precision kernels); 16 / bf16 / 32 / 64 are Lightning's older names
@@ -266,9 +266,7 @@ def check_node(node: Any, schema: type, prefix: str = "") -> None:
     for f in fields(schema):
         if f.name not in node:
             if f.metadata.get("required"):
-                key = f"{prefix}{f.name}"
-                raise ConfigError(f"the configuration has no {key}, which this job needs (a ~{key} override removes "
-                                  f"it): leave it in or give it a value, e.g. {key}={as_override(f.metadata['example'])}")
+                raise missing_setting(f"{prefix}{f.name}", example=as_override(f.metadata["example"]))
             continue
         sub = [a for a in get_args(hints[f.name]) if is_dataclass(a)]
         if sub:
