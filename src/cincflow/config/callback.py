@@ -12,6 +12,7 @@ is one line ``error: ...`` on stderr and exit status 2, and no folder is made.
 The jobs run the same checks again (for callers of :mod:`cincflow.jobs` that bypass Hydra)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -36,11 +37,11 @@ def check_launch(cfg: DictConfig, script: str, output_dir: str, data_seen: set[s
         return
     from ..jobs.common import prepared_data
 
-    key = OmegaConf.to_yaml(cfg.data, resolve=True) + OmegaConf.to_yaml(cfg.model, resolve=True)
+    trial = {"data": plain(cfg.data), "model": plain(cfg.model)}  # a copy: the job fills in its own
+    key = json.dumps(trial, sort_keys=True, default=str)
     if data_seen is not None and key in data_seen:
         return
-    trial = OmegaConf.create({"data": plain(cfg.data), "model": plain(cfg.model)})  # a copy: the job fills in its own
-    prepared_data(trial)
+    prepared_data(OmegaConf.create(trial))
     if data_seen is not None:
         data_seen.add(key)
 
