@@ -48,10 +48,11 @@ def _run_one(script: str, args: list[str]) -> int:
     return 0
 
 
-def _child(conn, cases: list[tuple[str, list[str]]], env: dict[str, str], cwd: str) -> None:
+def _child(conn, cases: list[tuple[str, list[str]]], env: dict[str, str], cwd: str, paths: list[str]) -> None:
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
+    sys.path[:0] = paths  # as PYTHONPATH would put them
     results = []
     for script, args in cases:
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -68,12 +69,15 @@ def _child(conn, cases: list[tuple[str, list[str]]], env: dict[str, str], cwd: s
     conn.close()
 
 
-def run_cases(cases: list[tuple[str, list[str]]], timeout: float = 300, env: dict[str, str] | None = None) -> list[dict]:
+def run_cases(cases: list[tuple[str, list[str]]], timeout: float = 300, env: dict[str, str] | None = None,
+              paths: list[str] | None = None) -> list[dict]:
     """Run ``(script, args)`` commands (script: ``train``, ``eval``, ``sample``, ``benchmark``, ... in
-    src/) one after the other in one new process; their results in order."""
-    paths = [(str(ROOT / "src" / f"{script.removesuffix('.py')}.py"), [str(a) for a in args]) for script, args in cases]
+    src/, or an absolute path) one after the other in one new process; their results in order. ``paths``: folders to import
+    from first (a user's own packages, as PYTHONPATH would add them)."""
+    paths_ = [(script if Path(script).is_absolute() else str(ROOT / "src" / f"{script.removesuffix('.py')}.py"),
+               [str(a) for a in args]) for script, args in cases]
     receive, send = _CONTEXT.Pipe(duplex=False)
-    child = _CONTEXT.Process(target=_child, args=(send, paths, env if env is not None else launch_env(), str(ROOT)))
+    child = _CONTEXT.Process(target=_child, args=(send, paths_, env if env is not None else launch_env(), str(ROOT), list(paths or [])))
     child.start()
     send.close()
     try:

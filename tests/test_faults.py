@@ -117,7 +117,7 @@ def test_consecutive_bad_steps_stop_training_and_keep_the_checkpoint(compose_cfg
             if last.is_file():
                 saved["bytes"] = last.read_bytes()
 
-    cfg = compose_cfg("train", [*TINY, "trainer.limit_train_batches=3", "trainer.max_epochs=5", "max_bad_steps=3",
+    cfg = compose_cfg("train", [*TINY, "trainer.limit_train_batches=3", "trainer.max_epochs=5", "module.max_bad_steps=3",
                                 "test=false"], tmp_path)
     with pytest.raises(NonFiniteTrainingError, match="3 consecutive steps had a non-finite loss or gradient"):
         train(cfg, extra_callbacks=[Snapshot()])
@@ -164,7 +164,7 @@ def test_unwritable_output_folder_is_a_clear_error(compose_cfg, tmp_path):
 # ---------------------------------------------------------------------------- SIGKILL + resume
 KILL_ARGS = ["experiment=quickstart", "debug=smoke", "logger=none", "trainer.enable_progress_bar=false",
              "task_name=killtest", "trainer.limit_train_batches=4", "samples.n=0", "test=false",
-             "ema_decay=0.9", "scheduler.warmup_steps=3", "optimizer.lr=3e-3"]
+             "module.ema_decay=0.9", "scheduler.warmup_steps=3", "optimizer.lr=3e-3"]
 
 
 def _last_epoch(path: Path) -> int:
@@ -279,7 +279,7 @@ def test_long_run_at_high_lr_keeps_every_cinc_layer_invertible(compose_cfg, tmp_
 
     cfg = compose_cfg("train", [*TINY, "model.depth=2", "model.width=16", "optimizer.lr=1e-2", "scheduler.warmup_steps=10",
                                 "trainer.limit_train_batches=null", "trainer.max_epochs=14", "samples.n=0",
-                                "trainer.limit_val_batches=2", "max_bad_steps=1"], tmp_path)
+                                "trainer.limit_val_batches=2", "module.max_bad_steps=1"], tmp_path)
     log = StepLog()
     result = train(cfg, extra_callbacks=[log])
     assert result["global_step"] >= 300 and all(math.isfinite(v) for v in log.bpd)

@@ -59,15 +59,15 @@ SCHEMA_CASES = [  # (script, key, value, message fragment): more of each kind th
     ("train", "optimizer._target_", "torch.nn.Linear", "optimizer._target_=torch.nn.Linear is not a torch.optim.Optimizer"),
     ("train", "model.frobnicate", 1, "cincflow.Glow got an unexpected keyword argument 'frobnicate'"),
     ("train", "model.conv.fixed_diagonal", 1, "fixed_diagonal must be true or false, got 1"),
-    ("sample", "temperature", [], "temperature must be a positive finite number or a non-empty list"),
+    ("sample", "temperature", [], "temperature must be a finite number >= 0 or a non-empty list"),
     ("train", "optimizer.lr", float("inf"), "lr must be a positive finite number, got inf"),
     ("train", "optimizer.lr", "fast", "lr must be a positive finite number, got 'fast'"),
     ("train", "optimizer.betas", [0.9], "betas must be two numbers in [0, 1)"),
     ("train", "optimizer.betas", [-0.1, 0.9], "betas must be two numbers in [0, 1)"),
     ("train", "optimizer.eps", 0, "eps must be a positive finite number, got 0"),
     ("train", "optimizer.weight_decay", -1, "weight_decay must be a number >= 0"),
-    ("train", "ema_decay", -0.5, "ema_decay must be a number in [0, 1)"),
-    ("train", "ema_decay", True, "ema_decay must be a number in [0, 1)"),
+    ("train", "module.ema_decay", -0.5, "ema_decay must be a number in [0, 1)"),
+    ("train", "module.ema_decay", True, "ema_decay must be a number in [0, 1)"),
     ("train", "num_threads", -2, "num_threads must be a positive integer"),
     ("train", "num_threads", 1.5, "num_threads must be a positive integer"),
     ("train", "global_batch_size", -64, "global_batch_size must be a positive integer"),
@@ -84,14 +84,17 @@ SCHEMA_CASES = [  # (script, key, value, message fragment): more of each kind th
     ("train", "model.conv.kernel_size", 1, "kernel_size must be an integer >= 2, got 1"),
     ("train", "model.conv.kernel_size", "3", "kernel_size must be an integer, got '3'"),
     ("train", "model.conv.init_std", "small", "init_std must be a number, got 'small'"),
-    ("train", "samples.temperatures", [], "temperatures must be a non-empty list of positive finite numbers"),
+    ("train", "samples.temperatures", [], "temperatures must be a non-empty list of finite numbers >= 0"),
+    ("train", "callbacks.samples.every_n_epochs", 0, "every_n_epochs must be an integer >= 1, got 0"),
+    ("train", "model.coupling.width", 8, "model.coupling.width is not an option of cincflow.layers.quad.QuadCoupling here: model.width sets it"),
+    ("train", "module.scheduler_interval", "daily", "scheduler_interval must be step or epoch"),
     ("train", "samples.n", -1, "n must be an integer >= 0"),
     ("train", "scheduler.warmup_steps", -1, "warmup_steps must be an integer >= 0"),
     ("train", "scheduler._target_", "cincflow.training.schedule.cosine", "scheduler._target_=cincflow.training.schedule.cosine cannot be imported"),
-    ("train", "actnorm_init_images", 0, "actnorm_init_images must be a positive integer"),
-    ("train", "max_bad_steps", -1, "max_bad_steps must be an integer >= 0"),
+    ("train", "module.actnorm_init_images", 0, "actnorm_init_images must be a positive integer"),
+    ("train", "module.max_bad_steps", -1, "max_bad_steps must be an integer >= 0"),
     ("sample", "n", -1, "n must be a positive integer, got -1"),
-    ("sample", "temperature", -0.7, "temperature must be a positive finite number"),
+    ("sample", "temperature", -0.7, "temperature must be a finite number >= 0"),
     ("sample", "temperature", [0.7, float("nan")], "temperature must be"),
     ("sample", "temperature", [0.7, "hot"], "temperature must be"),
     ("sample", "interpolation_steps", 1, "interpolation_steps must be an integer >= 2"),
@@ -173,7 +176,7 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
                                                    "~optimizer.betas")),
         (["optimizer.lr=-0.1"], ("lr must be a positive finite number, got -0.1", "optimizer.lr=0.001")),
         (["optimizer.betas=[0.9,1.0]"], ("betas must be two numbers in [0, 1)", "optimizer.betas=[0.9,0.999]")),
-        (["ema_decay=1.0"], ("ema_decay must be a number in [0, 1)", "got 1.0")),
+        (["module.ema_decay=1.0"], ("invalid module configuration", "ema_decay must be a number in [0, 1)", "got 1.0", "module.ema_decay=")),
         (["seed=abc"], ("seed must be an integer", "'abc'", "seed=0")),
         (["num_threads=0"], ("num_threads must be a positive integer", "got 0")),
         (["global_batch_size=0"], ("global_batch_size must be a positive integer",)),
@@ -191,12 +194,12 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
     # options of the sample-grid callback and the DataModule, typed like the rest
     train += [
         (["callbacks.samples.temperatures=[]"], ("invalid callbacks configuration", "temperatures must be a non-empty list")),
-        (["callbacks.samples.every_n_epochs=0"], ("every_n_epochs must be a positive integer", "got 0")),
+        (["callbacks.samples.every_n_epochs=0"], ("every_n_epochs must be an integer >= 1", "got 0")),
         (["data.split_seed=abc"], ("invalid data configuration", "split_seed must be an integer", "'abc'")),
     ]
     # settings removed with ~ that the job needs (or that another setting refers to)
     train += [
-        (["~ema_decay"], ("the configuration has no ema_decay, which this job needs", "~ema_decay", "ema_decay=0.999")),
+        (["~module.ema_decay"], ("the configuration has no module.ema_decay, which this job needs", "~module.ema_decay")),
         (["~optimizer"], ("the configuration has no optimizer settings", "leave them in (defaults: conf/train.yaml")),
         (["~samples"], ("callbacks.samples.n refers to samples.n, which the configuration lacks",)),
     ]
@@ -209,8 +212,8 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
     ]
     sample = [
         (["n=0"], ("n must be a positive integer, got 0",)),
-        (["temperature="], ("temperature must be a positive finite number or a non-empty list", "an empty value")),
-        (["temperature=0"], ("temperature must be a positive finite number", "got 0")),
+        (["temperature="], ("temperature must be a finite number >= 0 or a non-empty list", "an empty value")),
+        (["temperature=-1"], ("temperature must be a finite number >= 0", "got -1")),
         (["temperature=inf"], ("got inf",)),
         (["temperature=warm"], ("'warm'",)),
         (["interpolation_steps=0"], ("interpolation_steps must be an integer >= 2",)),
@@ -293,7 +296,7 @@ def test_multirun_jobs_are_checked_up_front_only_when_they_run_on_this_machine(t
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from cincflow.config.callback import CheckInputs
+    from cincflow.config.launch import CheckInputs
     from cincflow.errors import ConfigError
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

@@ -114,17 +114,18 @@ def test_split_and_squeeze_check_their_inputs():
     (lambda: EmergingConv(0), "channels must be an integer >= 1, got 0"),
     (lambda: InvConv1x1(0), "InvConv1x1 channels must be an integer >= 1, got 0"),
     (lambda: ActNorm(0), "ActNorm channels must be an integer >= 1, got 0"),
-    (lambda: AffineCoupling(0), "coupling channels must be an integer >= 1, got 0"),
-    (lambda: QuadCoupling(-4), "quad coupling channels must be an integer >= 1, got -4"),
+    (lambda: AffineCoupling(0), "AffineCoupling channels must be an integer >= 1, got 0"),
+    (lambda: QuadCoupling(-4), "QuadCoupling channels must be an integer >= 1, got -4"),
 ])
 def test_layer_constructors_reject_impossible_sizes(make, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         make()
 
 
-@pytest.mark.parametrize("kwargs, fragment", [({"every_n_epochs": 0}, "every_n_epochs >= 1 (got 0)"),
-                                              ({"temperatures": []}, "at least one temperature"),
-                                              ({"n_reconstructions": -1}, "n_reconstructions >= 0 (got -1)")])
+@pytest.mark.parametrize("kwargs, fragment", [({"every_n_epochs": 0}, "every_n_epochs must be an integer >= 1, got 0"),
+                                              ({"temperatures": []}, "temperatures must be a non-empty list"),
+                                              ({"temperatures": [0.5, -1.0]}, "temperatures must be a finite number >= 0"),
+                                              ({"n_reconstructions": -1}, "n_reconstructions must be an integer >= 0, got -1")])
 def test_sample_grids_refuse_settings_that_would_silently_change(tmp_path, kwargs, fragment):
     from cincflow.training.callbacks import SampleGrids
 

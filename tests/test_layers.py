@@ -1,24 +1,16 @@
 """Every flow layer, float64 on tiny inputs with randomised weights: exact inverse, log-determinant
-equal to the brute-force Jacobian's, inverse log-determinant = -forward's. CInC and Emerging run with
-each solver named (``cinc3[tiled]``, ...), never through ``auto``'s choice."""
+equal to the brute-force Jacobian's, inverse log-determinant = -forward's (:func:`flowcheck.check_layer`).
+Every conv and coupling of the config groups is in the list by itself (``conv:cinc[tiled]``,
+``coupling:quad``, ...: :func:`flowcheck.config_layers`), each CInC / Emerging with each solver named,
+never through ``auto``'s choice; the rest are the layers no config names and some options."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cincflow import (
-    ActNorm,
-    AdditiveCoupling,
-    AffineCoupling,
-    CInCConv,
-    EmergingConv,
-    InvConv1x1,
-    QuadCoupling,
-    Split,
-    Squeeze,
-)
+from cincflow import ActNorm, AffineCoupling, CInCConv, InvConv1x1, QuadCoupling, Split, Squeeze
 from cincflow.layers.step import flow_step
-from flowcheck import SplitAsFlow, brute_force_logdet, randomize
+from flowcheck import SplitAsFlow, check_layer, config_layers, randomize
 
 
 pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
@@ -26,56 +18,32 @@ pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
 B, C, H, W = 2, 4, 4, 4
 
 LAYERS = {
-    "actnorm": lambda: ActNorm(C),
-    "invconv1x1": lambda: InvConv1x1(C),
-    **{f"cinc3[{s}]": (lambda s=s: CInCConv(C, solver=s)) for s in ("tiled", "wavefront", "kernel", "sequential")},
-    "cinc2[tiled]": lambda: CInCConv(C, kernel_size=2, solver="tiled"),
-    "cinc3_fixed_diag[kernel]": lambda: CInCConv(C, fixed_diagonal=True, solver="kernel"),
-    **{f"emerging[{s}]": (lambda s=s: EmergingConv(C, solver=s)) for s in ("tiled", "wavefront", "kernel", "sequential")},
-    "affine": lambda: AffineCoupling(C, width=8),
-    "affine_no_actnorm": lambda: AffineCoupling(C, width=8, actnorm=False),
-    "additive": lambda: AdditiveCoupling(C, width=8),
-    "quad": lambda: QuadCoupling(C, width=8),
-    "squeeze": lambda: Squeeze(),
-    "split": lambda: SplitAsFlow(Split(C)),
-    "step_cinc_quad[wavefront]": lambda: flow_step(C, "cinc", "quad", 8, {"solver": "wavefront"}),
-    "step_emerging_affine[tiled]": lambda: flow_step(C, "emerging", "affine", 8, {"solver": "tiled"}),
-    "step_glow_additive": lambda: flow_step(C, "glow", "additive", 8),
+    **config_layers(C),
+    "actnorm": (lambda: ActNorm(C), C),
+    "invconv1x1": (lambda: InvConv1x1(C), C),
+    "cinc2[tiled]": (lambda: CInCConv(C, kernel_size=2, solver="tiled"), C),
+    "cinc3_fixed_diag[kernel]": (lambda: CInCConv(C, fixed_diagonal=True, solver="kernel"), C),
+    "affine_no_actnorm": (lambda: AffineCoupling(C, width=8, actnorm=False), C),
+    "squeeze": (lambda: Squeeze(), C),
+    "split": (lambda: SplitAsFlow(Split(C)), C),
+    "step_cinc_quad[wavefront]": (lambda: flow_step(C, "cinc", "quad", 8, {"solver": "wavefront"}), C),
+    "step_emerging_affine[tiled]": (lambda: flow_step(C, "emerging", "affine", 8, {"solver": "tiled"}), C),
+    "step_glow_additive": (lambda: flow_step(C, "glow", "additive", 8), C),
 }
 
 
-@pytest.fixture(params=sorted(LAYERS))
-def layer_and_input(request):
+def test_every_config_choice_is_in_the_harness():
+    names = {n.split("[")[0] for n in LAYERS}
+    assert {"conv:cinc", "conv:emerging", "conv:glow", "coupling:affine", "coupling:additive", "coupling:quad"} <= names
+    assert {f"conv:cinc[{s}]" for s in ("tiled", "wavefront", "kernel", "sequential")} <= set(LAYERS)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer(name):
+    make, channels = LAYERS[name]
     torch.manual_seed(0)
-    x = torch.randn(B, C, H, W) * 0.7 + 0.2
-    layer = randomize(LAYERS[request.param]().double(), x, scale=0.2)
-    return layer, x
-
-
-def test_exact_inverse(layer_and_input):
-    layer, x = layer_and_input
-    y, _ = layer(x)
-    x_rec, _ = layer.inverse(y)
-    if y.shape == x.shape:
-        assert not torch.allclose(y, x), "the layer should do real work with randomised weights"
-    torch.testing.assert_close(x_rec, x, rtol=0, atol=1e-10)
-
-
-def test_logdet_matches_brute_force_jacobian(layer_and_input):
-    layer, x = layer_and_input
-    _, logdet = layer(x)
-    assert logdet.shape == (B,)
-    expected = brute_force_logdet(layer, x)
-    torch.testing.assert_close(logdet, expected, rtol=1e-8, atol=1e-12)
-
-
-def test_inverse_logdet_is_minus_forward(layer_and_input):
-    layer, x = layer_and_input
-    y, logdet = layer(x)
-    _, inv_logdet = layer.inverse(y)
-    assert inv_logdet.shape == (B,)
-    torch.testing.assert_close(inv_logdet, -logdet, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(inv_logdet, brute_force_logdet(lambda v: layer.inverse(v), y), rtol=1e-8, atol=1e-12)
+    x = torch.randn(B, channels, H, W) * 0.7 + 0.2
+    check_layer(randomize(make().double(), x, scale=0.2), x)
 
 
 def test_split_log_prob_is_the_standard_normal_of_its_bijection():
@@ -129,7 +97,7 @@ def test_squeeze_layout():
 def test_layers_refuse_bad_shapes():
     with pytest.raises(ValueError, match="not divisible by 4"):
         QuadCoupling(6, width=8)
-    with pytest.raises(ValueError, match="even channel count"):
+    with pytest.raises(ValueError, match="3 is not divisible by 2"):
         AffineCoupling(3, width=8)
     with pytest.raises(ValueError, match="even height and width"):
         Squeeze()(torch.zeros(1, 1, 3, 4))

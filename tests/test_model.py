@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from cincflow import Glow, postprocess, preprocess
-from flowcheck import randomize
+from flowcheck import choices, factory, randomize
 
-COMBOS = list(itertools.product(["cinc", "emerging", "glow"], ["affine", "additive", "quad"]))
+COMBOS = list(itertools.product(choices("conv"), choices("coupling")))  # every pair of the config groups
 
 
 def _model(conv, coupling, dtype, size=8, channels=3, depth=2, seed=0):
     torch.manual_seed(seed)
-    model = Glow(channels, size, levels=2, depth=depth, width=8, conv=conv, coupling=coupling).to(dtype)
+    model = Glow(channels, size, levels=2, depth=depth, width=8, conv=factory("conv", conv),
+                 coupling=factory("coupling", coupling)).to(dtype)
     x = torch.rand(4, channels, size, size, dtype=dtype) - 0.5
     return randomize(model, x, scale=0.05, seed=seed), x
 

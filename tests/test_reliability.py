@@ -18,6 +18,8 @@ import pytest
 import torch
 
 from cincflow.jobs import train
+from cincflow.layers.step import COUPLINGS
+from cincflow.targets import path_of
 from cli import launch_env, run_cases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,13 +57,26 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return out / "checkpoints" / "last.ckpt"
 
 
+def format_2(ckpt: dict) -> dict:
+    """``ckpt`` as format 2 wrote it: the coupling by name in ``model_config``, ``cincflow.Glow`` its target."""
+    hparams = dict(ckpt["hyper_parameters"])
+    model = dict(hparams["model_config"])
+    names = {path_of(cls): name for name, cls in COUPLINGS.items()}
+    model.update(_target_="cincflow.Glow", coupling=names[model["coupling"]["_target_"]])
+    return {**ckpt, "cincflow_format": 2, "hyper_parameters": {**hparams, "model_config": model}}
+
+
 def format_1(ckpt: dict) -> dict:
     """``ckpt`` as the code before checkpoint format 2 wrote it: ``FlowLitModule(model=<the flow's
     config, the conv by name + conv_kwargs>, optim=<optimiser settings>, ema_decay=..., ...)`` saved
     all its arguments as the hyper-parameters, and there was no ``cincflow_format`` entry."""
     old = {k: v for k, v in ckpt.items() if k != "cincflow_format"}
     hparams = dict(ckpt["hyper_parameters"])
-    model = dict(hparams.pop("model_config"))
+    model = format_2(ckpt)["hyper_parameters"].pop("model_config")
+    del model["_target_"]
+    for key in ("scheduler_interval", "scheduler_monitor"):
+        hparams.pop(key)
+    del hparams["model_config"]
     conv = dict(model.pop("conv"))
     name = conv.pop("_target_").rsplit(".", 1)[-1]
     del conv["_partial_"]
@@ -79,7 +94,10 @@ def test_a_checkpoint_of_the_previous_format_loads_and_resumes(tiny_checkpoint, 
     from cincflow.training.loading import load_module
 
     ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
-    assert ckpt["cincflow_format"] == 2 and "model_config" in ckpt["hyper_parameters"]
+    assert ckpt["cincflow_format"] == 3 and "model_config" in ckpt["hyper_parameters"]
+    assert ckpt["hyper_parameters"]["model_config"]["coupling"]["_target_"] == "cincflow.layers.quad.QuadCoupling"
+    torch.save(format_2(ckpt), tmp_path / "format_2.ckpt")
+    assert load_module(tmp_path / "format_2.ckpt", device="cpu").model.coupling == "quad"
     old_path = tmp_path / "format_1.ckpt"
     torch.save(format_1(ckpt), old_path)
     old, new = load_module(old_path, device="cpu"), load_module(tiny_checkpoint, device="cpu")
@@ -154,7 +172,8 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
         (["model.width=-4"], ("width must be a positive integer",)),
         (["model.conv.solver=magic"], ("unknown solver 'magic'",)),
         (["conv=glow", "+model.conv.init_std=0.1"], ("invalid model configuration", "unexpected keyword argument 'init_std'")),
-        (["coupling=quad", "model.coupling=quadd"], ("unknown coupling 'quadd'",)),
+        (["coupling=quad", "model.coupling._target_=cincflow.layers.quad.Quadd"],
+         ("model.coupling._target_=cincflow.layers.quad.Quadd cannot be imported", "QuadCoupling")),
         ([f"ckpt_path={d / 'nope.ckpt'}"], ("nope.ckpt does not exist",)),
         ([f"ckpt_path={d / 'notes.ckpt'}"], ("notes.ckpt is not a checkpoint",)),
         ([f"ckpt_path={d / 'truncated.ckpt'}"], ("truncated.ckpt is not a checkpoint", "truncated")),

@@ -16,7 +16,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from cincflow.layers.step import COUPLINGS
 from cincflow.reproduce import paper
+from cincflow.targets import path_of
 from cincflow.reproduce import run as reproduce_run
 from cincflow.reproduce.report import tables_markdown
 from cincflow.reproduce.run import experiments, reproduce
@@ -41,13 +43,13 @@ def test_every_experiment_config_has_the_paper_settings(name):
     dataset, conv, coupling = name.split("_")
     cfg = _compose(name)
     levels, depth, datamodule, processes, seed, size = SETTINGS[dataset]
-    assert (cfg.model.conv._target_, cfg.model.coupling) == (f"cincflow.layers.step.{conv}", coupling)
+    assert (cfg.model.conv._target_, cfg.model.coupling._target_) == (f"cincflow.layers.step.{conv}", path_of(COUPLINGS[coupling]))
     assert (cfg.model.levels, cfg.model.depth, cfg.model.width, cfg.model.learn_top) == (levels, depth, 512, True)
     assert cfg.data._target_.endswith(datamodule)
     assert (cfg.optimizer._target_, cfg.optimizer.lr) == ("torch.optim.Adamax", 1e-3)
     # the official code's batch: 64 images per process at its anchor size 32x32, scaled by area
     assert cfg.data.batch_size == 64 * 32 * 32 // (size * size) and cfg.trainer.devices == processes
-    assert cfg.seed == seed and cfg.data.seed == seed and cfg.ema_decay
+    assert cfg.seed == seed and cfg.data.seed == seed and cfg.module.ema_decay
     # warm-up over 10 official epochs of --n_train = 50,000 (the default) 32x32-batch images
     assert cfg.scheduler.warmup_steps == int(10 * 50_000 / (64 * processes)) and cfg.scheduler.warmup_epochs == 0
     assert all(t in cfg.tags for t in paper.paper_tables_of(dataset, conv, coupling))

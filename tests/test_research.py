@@ -49,7 +49,7 @@ def test_load_returns_the_averaged_flow_in_eval_mode(photos_run):
 
 
 def test_load_warns_when_the_run_had_no_average(tmp_path):
-    result = train(composed("train", [*PHOTOS, "data=digits", "ema_decay=null"], tmp_path))
+    result = train(composed("train", [*PHOTOS, "data=digits", "module.ema_decay=null"], tmp_path))
     with pytest.warns(UserWarning, match="no Polyak-averaged weights"):
         flow = cincflow.load(result["last_checkpoint"])
     assert isinstance(flow, cincflow.Glow)
@@ -260,7 +260,7 @@ def test_sweep_summary_of_nested_job_folders_and_a_failed_job(tmp_path):
     """Job folders as Hydra writes them (``.hydra/overrides.yaml``, ``.hydra/hydra.yaml``), nested as
     with ``hydra.sweep.subdir=${task_name}/seed_${seed}``; a job without metrics.json is a row too.
     (The real multirun: tests/test_scripts.py::test_multirun_ends_with_a_summary_of_every_job.)"""
-    from cincflow.jobs.sweep import write_summary
+    from cincflow.config.launch import write_summary
 
     def job(path, num, overrides, metrics=None):
         (path / ".hydra").mkdir(parents=True)
@@ -281,8 +281,13 @@ def test_sweep_summary_of_nested_job_folders_and_a_failed_job(tmp_path):
 
 
 def test_every_data_config_is_an_ood_data_choice(tmp_path):
+    """ood_data names the data group's own configs (no mirror group): each set is the data config itself."""
+    from cincflow.config.data import ood_data_configs
+    from cincflow.config.schema import plain
+
     names = sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml"))
-    assert names == sorted(p.stem for p in (ROOT / "conf" / "ood_data").glob("*.yaml"))
+    both = composed("eval", ["ckpt_path=x", "ood_data=[svhn,digits]"], tmp_path)
+    assert list(ood_data_configs(both)) == ["svhn", "digits"]
     for name in names:
         cfg = composed("eval", ["ckpt_path=x", f"data={name}", f"ood_data={name}"], tmp_path)
-        assert cfg.ood_data == cfg.data, name
+        assert ood_data_configs(cfg) == {name: plain(cfg.data)}, name

@@ -239,7 +239,7 @@ def test_divergence_keeps_the_last_finite_checkpoint_and_the_advice_works(tmp_pa
     """At lr 1.0 the first update blows the model up (finite gradients, then inf/NaN everywhere)."""
     log = tmp_path / "log"
     run = log / "outputs" / "div" / "r"
-    common = [*TINY, "task_name=div", f"paths.log_dir={log}", "test=false", "max_bad_steps=3", "trainer.max_epochs=3",
+    common = [*TINY, "task_name=div", f"paths.log_dir={log}", "test=false", "module.max_bad_steps=3", "trainer.max_epochs=3",
               f"hydra.run.dir={run}"]
     diverged, resumed = run_cases([  # the resumed run's best checkpoint is best.ckpt, the diverged one's would be epoch_*
         ("train", [*common, "optimizer.lr=1.0"]),
@@ -267,7 +267,7 @@ def test_resume_does_not_restore_the_bad_step_run_as_a_stop_trigger(compose_cfg,
     from test_faults import _inject
 
     run = tmp_path / "run"
-    args = [*TINY, "test=false", "max_bad_steps=3", "trainer.max_epochs=2"]
+    args = [*TINY, "test=false", "module.max_bad_steps=3", "trainer.max_epochs=2"]
     _inject(monkeypatch, nan_loss_steps={2, 3, 4, 5}, nan_grad_steps=set())  # 1 bad step before the first validation
     with pytest.raises(Exception, match="3 consecutive steps"):
         train(compose_cfg("train", args, run))

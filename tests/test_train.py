@@ -15,6 +15,9 @@ from omegaconf import open_dict
 
 from cincflow.layers.actnorm import ActNorm
 from cincflow.layers.solvers import make_solver
+from cincflow.layers.step import COUPLINGS
+from cincflow.targets import config_of
+from flowcheck import choices
 from cincflow.training import FlowLitModule
 from cincflow.jobs import train
 
@@ -46,8 +49,8 @@ def _metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-@pytest.mark.parametrize("coupling", ["affine", "additive", "quad"])
-@pytest.mark.parametrize("conv", ["cinc", "emerging", "glow"])
+@pytest.mark.parametrize("coupling", choices("coupling"))
+@pytest.mark.parametrize("conv", choices("conv"))
 def test_every_conv_and_coupling_trains_validates_and_tests(compose_cfg, tmp_path, conv, coupling):
     cfg = compose_cfg("train", [*TINY, f"conv={conv}", f"coupling={coupling}"], tmp_path)
     result = train(cfg)
@@ -76,7 +79,7 @@ def test_bpd_decreases_on_digits(compose_cfg, tmp_path):
     cfg = compose_cfg(
         "train",
         [*TINY, "model.depth=2", "model.width=16", "trainer.max_epochs=3", "trainer.limit_train_batches=15",
-         "trainer.limit_val_batches=3", "ema_decay=null", "scheduler.warmup_steps=5", "test=false"],
+         "trainer.limit_val_batches=3", "module.ema_decay=null", "scheduler.warmup_steps=5", "test=false"],
         tmp_path,
     )
     recorder = StepRecorder()
@@ -217,7 +220,10 @@ def test_unknown_group_value_lists_the_choices(compose_cfg, tmp_path):
 def test_config_groups_compose(compose_cfg, tmp_path):
     cfg = compose_cfg("train", ["conv=emerging", "coupling=quad"], tmp_path)
     assert cfg.model._target_ == "cincflow.Glow"
-    assert (cfg.model.conv._target_, cfg.model.coupling) == ("cincflow.layers.step.emerging", "quad")
+    assert (cfg.model.conv._target_, cfg.model.coupling._target_) == ("cincflow.layers.step.emerging",
+                                                                       "cincflow.layers.quad.QuadCoupling")
+    for coupling, cls in COUPLINGS.items():  # each choice is a _partial_ of the class the name stands for
+        assert dict(compose_cfg("train", [f"coupling={coupling}"], tmp_path).model.coupling) == config_of(cls)
     make_solver(cfg.model.conv.solver)  # the default solver is a valid one
     assert (cfg.model.levels, cfg.model.depth, cfg.model.width) == (3, 32, 512)  # paper defaults
     assert cfg.optimizer._target_ == "torch.optim.Adamax" and cfg.optimizer.lr == 1e-3 and cfg.scheduler.warmup_epochs == 10
@@ -238,7 +244,9 @@ def test_config_groups_compose(compose_cfg, tmp_path):
     for trainer in ("default", "cpu", "gpu"):
         assert compose_cfg("train", [f"trainer={trainer}"], tmp_path).trainer.devices == 1
     paper = compose_cfg("train", ["experiment=cifar10_paper", "coupling=quad"], tmp_path)
-    assert paper.model.coupling == "quad" and paper.data.batch_size == 64 and paper.trainer.devices == 2
+    assert paper.model.coupling._target_.endswith("QuadCoupling") and paper.data.batch_size == 64
+    assert paper.trainer.devices == 2 and paper.module.scheduler_interval == "step"
+    assert compose_cfg("train", ["scheduler=step"], tmp_path).module.scheduler_interval == "epoch"
 
 
 @pytest.mark.parametrize("conv, option", [("glow", "init_std"), ("cinc", "init_sd"), ("emerging", "kernel_size")])
@@ -246,7 +254,7 @@ def test_an_option_the_conv_does_not_have_fails_loudly(compose_cfg, tmp_path, co
     """Every conv choice is a _partial_ factory config: an option it does not take is an error
     naming the option (Glow's 1x1 conv takes none), never silently dropped."""
     from cincflow.errors import ConfigError
-    from cincflow.training.loading import build_model
+    from cincflow.training.restore import build_model
 
     cfg = compose_cfg("train", ["experiment=quickstart", "debug=smoke", f"conv={conv}", f"+model.conv.{option}=3"], tmp_path)
     with open_dict(cfg.model):

@@ -1,45 +1,44 @@
-"""cinc-flow: Glow-style normalizing flows with characterizable invertible 3x3 convolutions."""
-from .layers.actnorm import ActNorm
-from .layers.cinc import CInCConv
-from .layers.coupling import AdditiveCoupling, AffineCoupling
-from .layers.emerging import EmergingConv
-from .layers.invconv1x1 import InvConv1x1
-from .layers.quad import QuadCoupling
-from .layers.sequential import FlowSequential
-from .layers.split import Split
-from .layers.squeeze import Squeeze
-from .model import Glow
-from .params import count_parameters
-from .preprocess import bits_per_dim, postprocess, preprocess
-from .sampling import InverseAccuracyWarning, sample_with_check
+"""cinc-flow: Glow-style normalizing flows with characterizable invertible 3x3 convolutions.
 
-__all__ = [
-    "ActNorm",
-    "AdditiveCoupling",
-    "AffineCoupling",
-    "CInCConv",
-    "EmergingConv",
-    "FlowSequential",
-    "Glow",
-    "InvConv1x1",
-    "InverseAccuracyWarning",
-    "QuadCoupling",
-    "Split",
-    "Squeeze",
-    "bits_per_dim",
-    "load",
-    "count_parameters",
-    "postprocess",
-    "preprocess",
-    "sample_with_check",
-]
+Every public name is imported on first use (PEP 562), so ``import cincflow`` and ``import
+cincflow.errors`` load nothing heavy: torch comes with the first layer or model, Lightning only with
+:func:`load` (:func:`cincflow.training.loading.load`)."""
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "ActNorm": "layers.actnorm",
+    "AdditiveCoupling": "layers.coupling",
+    "AffineCoupling": "layers.coupling",
+    "CInCConv": "layers.cinc",
+    "Coupling": "layers.coupling",
+    "EmergingConv": "layers.emerging",
+    "FlowSequential": "layers.sequential",
+    "Glow": "model",
+    "InvConv1x1": "layers.invconv1x1",
+    "InverseAccuracyWarning": "sampling",
+    "QuadCoupling": "layers.quad",
+    "Split": "layers.split",
+    "Squeeze": "layers.squeeze",
+    "bits_per_dim": "pixels",
+    "count_parameters": "params",
+    "load": "training.loading",
+    "postprocess": "pixels",
+    "preprocess": "pixels",
+    "sample_with_check": "sampling",
+}
+
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name: str):
-    """``cincflow.load`` (:func:`cincflow.training.loading.load`), imported on first use: ``import
-    cincflow`` itself stays free of Lightning and Hydra."""
-    if name == "load":
-        from .training.loading import load
+    if name not in _HOMES:
+        raise AttributeError(f"module 'cincflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return load
-    raise AttributeError(f"module 'cincflow' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

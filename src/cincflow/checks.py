@@ -30,7 +30,7 @@ def check_images(layer: str, x, channels: int | None = None) -> None:
     """``x`` must be a floating-point tensor [B, C, H, W] with C = ``channels`` (when given).
 
     TypeError for a non-tensor or an integer/bool tensor (images are preprocessed to floats first:
-    :func:`cincflow.preprocess.preprocess`, or :meth:`cincflow.Glow.bits_per_dim` for uint8 images),
+    :func:`cincflow.pixels.preprocess`, or :meth:`cincflow.Glow.bits_per_dim` for uint8 images),
     ValueError for another rank or channel count."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{layer} expects a tensor [B, C, H, W], got {type(x).__name__}")

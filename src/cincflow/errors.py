@@ -2,7 +2,7 @@
 
 Every class here carries a complete one-sentence message (what is wrong and how to fix it). The
 entry scripts (``src/train.py``, ``src/eval.py``, ``src/sample.py``) catch these and the data
-layer's :class:`~cincflow.data.errors.DatasetNotFoundError` / :class:`CorruptDataError` and print
+layer's :class:`DatasetNotFoundError` / :class:`CorruptDataError` and print
 
     error: <message>
 
@@ -10,6 +10,9 @@ as ONE line on stderr, then exit with :attr:`CincFlowError.exit_code` (2: bad in
 configuration, 3: a fault while running: non-finite training, a checkpoint that could not be
 written). ``HYDRA_FULL_ERROR=1`` or ``CINCFLOW_DEBUG=1`` also prints the traceback first. Any other
 exception is a bug and keeps its full traceback.
+
+This module imports nothing but the standard library (``import cincflow.errors`` is instant): OmegaConf's
+missing-key errors are recognised by their class names, not imported.
 """
 from __future__ import annotations
 
@@ -18,8 +21,6 @@ import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
-
-from .data.errors import CorruptDataError, DatasetNotFoundError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 3
@@ -70,6 +71,15 @@ class TrainingInterrupted(CincFlowError):
         self.exit_code = 128 + int(signal_number)
 
 
+class DatasetNotFoundError(RuntimeError):
+    """The dataset files are missing from ``data_dir`` (and cannot be downloaded); the message says which
+    files were expected where and how to obtain them."""
+
+
+class CorruptDataError(RuntimeError):
+    """A dataset file exists but cannot be read or has the wrong shape/format; the message names it."""
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (CincFlowError, DatasetNotFoundError, CorruptDataError)
 
 
@@ -101,13 +111,12 @@ def missing_setting(key: str, referrer: str | None = None, example: str | None =
 
 def missing_key(exc: BaseException) -> ConfigError | None:
     """:func:`missing_setting` for OmegaConf's "Key 'x' is not in struct" and a dangling
-    interpolation raised inside a job, else None."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, InterpolationKeyError
-
-    if isinstance(exc, InterpolationKeyError):  # ${samples.n} where samples was removed
+    interpolation raised inside a job, else None (recognised by class name: no OmegaConf import)."""
+    names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("omegaconf")}
+    if "InterpolationKeyError" in names:  # ${samples.n} where samples was removed
         key = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
         return missing_setting(key, referrer=getattr(exc, "full_key", None) or "a setting")
-    if not isinstance(exc, (ConfigAttributeError, ConfigKeyError)) or "not in struct" not in str(exc):
+    if not names & {"ConfigAttributeError", "ConfigKeyError"} or "not in struct" not in str(exc):
         return None
     return missing_setting(getattr(exc, "full_key", None) or str(exc).split("'")[1])
 
@@ -120,11 +129,11 @@ def exit_code_of(exc: BaseException) -> int:
     return int(getattr(exc, "exit_code", EXIT_BAD_INPUT))
 
 
-def report_errors(job: Callable[[Any], Any], cfg: Any) -> Any:
-    """Run ``job(cfg)``; a user-facing error becomes ``error: <message>`` on stderr and
+def report_errors(job: Callable[..., Any], *args: Any) -> Any:
+    """Run ``job(*args)``; a user-facing error becomes ``error: <message>`` on stderr and
     ``sys.exit(<its exit code>)``; anything else propagates with its traceback."""
     try:
-        return job(cfg)
+        return job(*args)
     except Exception as exc:
         err = find_user_error(exc)
         if err is None:

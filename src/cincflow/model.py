@@ -19,9 +19,10 @@ from .layers.quarter_plane import QuarterPlaneConv
 from .layers.sequential import FlowSequential
 from .layers.split import Split, gaussian_log_prob, gaussian_sample
 from .layers.squeeze import Squeeze
-from .layers.step import COUPLINGS, ConvFactory, check_choice, conv_factory, conv_name, flow_step
+from .layers.step import CONVS, COUPLINGS, ConvFactory, CouplingFactory, conv_factory, coupling_factory, factory_name, flow_step
 from .params import count_parameters
-from .preprocess import bits_per_dim, preprocess
+from .pixels import bits_per_dim, check_bits, preprocess
+from .targets import config_of, path_of
 
 
 IMAGE_KEYS = ("in_channels", "image_size")
@@ -44,21 +45,26 @@ def dims_mismatch(expected, found) -> list[str]:
     return [key for key in IMAGE_KEYS if want[key] != have[key]]
 
 
-def check_geometry(in_channels: int, image_size: int, levels: int, depth: int, width: int, n_bits: int) -> None:
-    """A ValueError unless a :class:`Glow` of these sizes can be built (each level halves the image)."""
-    for name, value in (("in_channels", in_channels), ("levels", levels), ("depth", depth), ("width", width)):
-        if int(value) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-    if image_size < 1 or image_size % 2**levels:
+def check_geometry(in_channels: int | None = None, image_size: int | None = None, levels: int | None = None,
+                   depth: int | None = None, width: int | None = None, n_bits: int | None = None) -> None:
+    """A ValueError unless a :class:`Glow` of these sizes can be built (each level halves the image);
+    None: not known yet (the data gives it). ``Glow.check_settings``: the configuration asks it too."""
+    for name, value in (("in_channels", in_channels), ("image_size", image_size), ("levels", levels),
+                        ("depth", depth), ("width", width)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if image_size is not None and levels is not None and image_size % 2**levels:
         raise ValueError(
             f"image_size {image_size} is not divisible by 2^levels = {2**levels}: "
             "each level halves the image, so choose fewer levels or another image size"
         )
-    if not 1 <= n_bits <= 8:
-        raise ValueError(f"n_bits must be between 1 and 8, got {n_bits}")
+    if n_bits is not None:
+        check_bits(n_bits)
 
 
 class Glow(nn.Module):
+    check_settings = staticmethod(check_geometry)
+
     def __init__(
         self,
         in_channels: int = 3,
@@ -67,27 +73,33 @@ class Glow(nn.Module):
         depth: int = 32,
         width: int = 512,
         conv: str | ConvFactory = "cinc",
-        coupling: str = "affine",
+        coupling: str | CouplingFactory = "affine",
         n_bits: int = 8,
         learn_top: bool = True,
         conv_kwargs: dict | None = None,
         conditioner_actnorm: bool = True,
     ):
         """``conv``: a conv factory (``channels -> layers``, e.g. the ``_partial_`` configs of
-        conf/conv) or the name of one, then with ``conv_kwargs`` (see :mod:`cincflow.layers.step`)."""
+        conf/conv) or the name of one, then with ``conv_kwargs``; ``coupling``: a coupling factory
+        (``(channels, width=, actnorm=) -> Coupling``, e.g. the ``_partial_`` configs of conf/coupling)
+        or the name of one (see :mod:`cincflow.layers.step`). :meth:`config` describes the model."""
         super().__init__()
         make_conv = conv_factory(conv, conv_kwargs)
-        check_choice("coupling", coupling, tuple(COUPLINGS))
+        make_coupling = coupling_factory(coupling)
         check_geometry(in_channels, image_size, levels, depth, width, n_bits)
         self.in_channels, self.image_size, self.n_bits = in_channels, image_size, n_bits
-        self.conv, self.coupling = conv_name(conv), coupling
+        self.conv, self.coupling = factory_name(conv, CONVS), factory_name(coupling, COUPLINGS)
+        self._config = {"in_channels": in_channels, "image_size": image_size, "levels": levels, "depth": depth,
+                        "width": width, "conv": conv, "coupling": coupling, "n_bits": n_bits, "learn_top": learn_top,
+                        "conv_kwargs": conv_kwargs, "conditioner_actnorm": conditioner_actnorm}
         self.levels = nn.ModuleList()
         self.splits = nn.ModuleList()
         c, s = in_channels, image_size
         self._latent_shapes = []
         for level in range(levels):
             c, s = 4 * c, s // 2
-            steps = [flow_step(c, make_conv, coupling, width, conditioner_actnorm=conditioner_actnorm) for _ in range(depth)]
+            steps = [flow_step(c, make_conv, make_coupling, width, conditioner_actnorm=conditioner_actnorm)
+                     for _ in range(depth)]
             self.levels.append(FlowSequential([Squeeze(), *steps]))
             if level < levels - 1:
                 self.splits.append(Split(c))
@@ -99,6 +111,13 @@ class Glow(nn.Module):
             self.top_prior = nn.Parameter(top)
         else:
             self.register_buffer("top_prior", top)
+
+    def config(self) -> dict:
+        """The ``_target_`` config this model is built from (factories as ``_partial_`` configs):
+        ``cincflow.targets.build(model.config())`` is an untrained copy. Checkpoints keep it, so a
+        trained model rebuilds from its file alone (``cincflow.load``)."""
+        values = {k: config_of(v) if k in ("conv", "coupling") else v for k, v in self._config.items()}
+        return {"_target_": path_of(type(self)), **{k: v for k, v in values.items() if k != "conv_kwargs" or v}}
 
     @property
     def num_dims(self) -> int:

@@ -1,7 +1,8 @@
 """Run folders: every run gets its own, and nothing replaces another run's files.
 
-:class:`RunFolders` is a Hydra callback (``conf/hydra/default.yaml``) that decides the run folder
-BEFORE Hydra writes anything into it (Hydra writes ``.hydra/`` and the log file before the task runs):
+The rules; :class:`cincflow.config.launch.RunFolders`, a Hydra callback (``conf/hydra/default.yaml``),
+applies them: it decides the run folder BEFORE Hydra writes anything into it (Hydra writes ``.hydra/``
+and the log file before the task runs):
 
 * a default folder (``outputs/<task>/<date>_<time>``) is created atomically (``os.mkdir``); if it
   exists (two runs started in the same second) ``_1``, ``_2``, ... is appended;
@@ -24,17 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-
 from lightning.pytorch.utilities import rank_zero_only
 
-from .errors import ConfigError, report_errors
-from .paths import resolve_path
+from .errors import ConfigError
 
 RUN_MARKERS = ("metrics.json", "checkpoints")  # what a run produced (a launch that failed its checks left neither)
 
@@ -106,15 +102,6 @@ def check_training_folder(folder: Path, cfg: Any, ckpt: Path | None) -> None:
         )
 
 
-def _explicit(config: DictConfig, key: str) -> bool:
-    overrides = list(config.hydra.overrides.hydra) + list(config.hydra.overrides.task)
-    return any(str(o).lstrip("+~").startswith(f"{key}=") for o in overrides)
-
-
-def _stamp() -> str:
-    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-
-
 JOB_DIR_MAX = 120  # bytes of a multirun job's folder name (file systems allow 255)
 
 
@@ -127,78 +114,3 @@ def job_dir(num: Any, overrides: Any) -> str:
     if len(raw) <= JOB_DIR_MAX:
         return name
     return raw[: JOB_DIR_MAX - 9].decode(errors="ignore") + "~" + hashlib.sha1(raw).hexdigest()[:8]
-
-
-class RunFolders(Callback):
-    """Hydra callback: the run (or sweep) folder of this launch, decided before anything is written.
-    It provides the resolver ``cincflow.job_dir`` (:func:`job_dir`) that names a multirun's job folders."""
-
-    def __init__(self) -> None:
-        OmegaConf.register_new_resolver("cincflow.job_dir", job_dir, replace=True)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        report_errors(self._choose_run_dir, config)  # exit 2 before Hydra writes anything
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        report_errors(self._choose_sweep_dir, config)
-
-    @staticmethod
-    def _choose_sweep_dir(config: DictConfig) -> None:
-        sweep = resolve_path(str(config.hydra.sweep.dir))
-        if _explicit(config, "hydra.sweep.dir"):
-            if (sweep / "multirun.yaml").exists():
-                raise ConfigError(f"{sweep} already holds a multirun (multirun.yaml): choose a new hydra.sweep.dir=...")
-            return
-        with read_write(config.hydra):
-            config.hydra.sweep.dir = str(claim_new_folder(sweep))
-
-    @staticmethod
-    def _choose_run_dir(config: DictConfig) -> None:
-        from .training.checkpoints import check_archive, resolve_ckpt_path
-
-        explicit = _explicit(config, "hydra.run.dir")
-        folder = resolve_path(str(config.hydra.run.dir))
-        job = str(config.hydra.job.name)  # Lightning's DDP children: train_ddp_process_<rank>, in rank 0's folder
-        training = job == "train" or job.startswith("train_ddp_process_")
-        ckpt = None
-        if config.get("ckpt_path") and str(config.ckpt_path) != "???":
-            named = folder if explicit else None
-            ckpt = resolve_ckpt_path(config.ckpt_path, config, named_dir=named, training=training)
-            if job in ("eval", "sample"):  # what the job would refuse in it (CRC included), before its folder is made
-                from .jobs.common import check_checkpoint_for
-
-                check_checkpoint_for(config, job, ckpt)
-            else:
-                check_archive(ckpt)  # a truncated or corrupted file: refused before a resume touches its run
-            with open_dict(config):
-                config.ckpt_path = str(ckpt)  # the job uses the file chosen (and announced) here
-        subdir = None
-        continues = resume_folder(config, ckpt) if training else None
-        if rank_zero_only.rank != 0:  # DDP (torchrun, srun, Lightning's launcher): rank 0 decides and checks
-            folder = continues if continues is not None and not explicit else folder
-        elif training:
-            if continues is not None and not explicit:
-                folder = continues
-            if explicit or continues is not None:
-                check_training_folder(folder, config, ckpt)
-                folder.mkdir(parents=True, exist_ok=True)
-                if folder == continues or hpc_checkpoint(folder) is not None:  # a resume, or a SLURM requeue
-                    subdir = str(claim_new_folder(folder / ".hydra" / f"resume_{_stamp()}").relative_to(folder))
-            else:
-                folder = claim_new_folder(folder)
-        elif explicit and is_training_run(folder):
-            own = claim_new_folder(folder / str(config.task_name) / _stamp())
-            print(f"{folder} is a training run's folder: this {config.task_name} writes to {own}", flush=True)
-            folder = own
-        elif explicit:
-            folder.mkdir(parents=True, exist_ok=True)
-        else:
-            folder = claim_new_folder(folder)
-        with read_write(config.hydra):
-            config.hydra.run.dir = str(folder)
-            if subdir is not None:  # this launch's config, overrides and log: a folder of their own
-                config.hydra.output_subdir = subdir
-                handler = OmegaConf.select(config, "hydra.job_logging.handlers.file")
-                if handler is not None and "filename" in handler:
-                    handler.filename = str(folder / subdir / f"{config.hydra.job.name}.log")
-

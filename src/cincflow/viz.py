@@ -17,7 +17,7 @@ from torch import nn
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
-from .preprocess import dequantized, postprocess
+from .pixels import dequantized, postprocess
 from .sampling import AccuracyReport, sample_with_check
 
 

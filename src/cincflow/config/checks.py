@@ -1,105 +1,23 @@
-"""The checks of a composed configuration that need more than its types: the ``_target_`` nodes
-(optimiser, schedule, model, conv factory) take the options they are given, a trial build of one
-conv layer, devices this machine has, and folders that can be created. :func:`validate` runs the
-schema (:mod:`.schema`) and these, before anything is built or written."""
+""":func:`validate`: every check of a composed configuration before anything is built or written:
+the schema of the job's own keys (:mod:`.schema`), the ``_target_`` nodes (:mod:`.components`),
+interpolations that find their keys, devices this machine has, and folders that can be created."""
 from __future__ import annotations
 
-import inspect
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
 import torch
-from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig
 from omegaconf.errors import InterpolationKeyError
 
-from ..errors import ConfigError, missing_key, one_line
-from ..layers.step import CONV_LAYERS, COUPLINGS, check_choice
+from ..errors import ConfigError, missing_key
 from ..paths import resolve_path
-from .schema import SCHEMAS, check_node, check_value, plain
+from .components import check_callbacks, check_conv, check_coupling, check_optimizer, check_scheduler, check_target
+from .schema import SCHEMAS, check_node
 
-REQUIRED_NODES = {"train": ("data", "model", "optimizer", "trainer"), "eval": ("trainer",), "sample": ()}
-EXAMPLES = {"data": "cincflow.data.DigitsDataModule", "optimizer": "torch.optim.Adamax", "scheduler": "cincflow.training.schedule.linear_warmup",
-            "model": "cincflow.Glow", "model.conv": "cincflow.layers.step.cinc"}
-
-
-def target_of(node: DictConfig, key: str) -> Any:
-    """The object ``node._target_`` names (a ConfigError when it cannot be imported)."""
-    name = node.get("_target_")
-    try:
-        return get_object(str(name))
-    except Exception:  # ImportError, AttributeError, Hydra's wrapping of them
-        raise ConfigError(f"{key}._target_={name} cannot be imported (no such module or name): use e.g. "
-                          f"{key}._target_={EXAMPLES.get(key, '<module.name>')}") from None
-
-
-def options_of(target: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
-    """(keyword options, their type hints, takes any keyword) of a ``_target_``: a class's
-    constructor, a function, or for a conv factory the layer its options go to."""
-    fn = CONV_LAYERS.get(target, target)
-    fn = fn.__init__ if inspect.isclass(fn) else fn
-    params = list(inspect.signature(fn).parameters.values())
-    if params and params[0].name == "self":
-        params = params[1:]
-    while target in CONV_LAYERS and params and params[0].default is inspect.Parameter.empty:
-        params = params[1:]  # a conv layer's channels: the factory passes them
-    try:
-        hints = get_type_hints(fn)
-    except Exception:  # unresolvable annotations: options are checked by name only
-        hints = {}
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-    named = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return named, hints, var_kw
-
-
-def check_target(node: Any, key: str, call_args: int = 0) -> Any:
-    """``node`` (a ``_target_`` config) names an importable object that takes every option given,
-    each of its annotated type; ``call_args`` positional arguments are supplied at call time."""
-    if not isinstance(node, DictConfig) or "_target_" not in node:
-        return None
-    target = target_of(node, key)
-    named, hints, var_kw = options_of(target)
-    positional = [n for n, p in named.items() if p.default is inspect.Parameter.empty
-                  and p.kind is p.POSITIONAL_OR_KEYWORD][:call_args]
-    where = key.split(".")[0]
-    for option in (k for k in node if not str(k).startswith("_")):
-        if option in positional or (option not in named and not var_kw):
-            takes = ", ".join(n for n in named if n not in positional) or "no options"
-            raise ConfigError(
-                f"invalid {where} configuration: {node._target_} got an unexpected keyword argument '{option}' "
-                f"({key}.{option}; it takes: {takes}): remove it (~{key}.{option}) or choose another {key}._target_ "
-                f"that takes it")
-        value = plain(node[option])
-        if option in hints and value is not None:  # null: the default (or, for the model, from the data)
-            default = named[option].default if option in named else None
-            example = default if default not in (None, inspect.Parameter.empty) else "..."
-            check_value(f"{key}.{option}", value, hints[option], {"example": example}, f"{where} ")
-    return target
-
-
-def check_conv(node: Any) -> None:
-    """Build one conv layer of the factory ``model.conv`` (4 channels) to check its option values."""
-    target = check_target(node, "model.conv", call_args=1)
-    if target is None:
-        return
-    options = {k: plain(v) for k, v in node.items() if not str(k).startswith("_")}
-    try:
-        target(4, **options)
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"invalid model configuration: {one_line(err)} (model.conv: {node._target_}): change the "
-                          f"model.conv option it names (defaults: conf/conv/)") from None
-
-
-def check_optimizer(node: Any) -> None:
-    if not isinstance(node, DictConfig) or "_target_" not in node:
-        return
-    target = target_of(node, "optimizer")
-    if not (inspect.isclass(target) and issubclass(target, torch.optim.Optimizer)):
-        raise ConfigError(f"optimizer._target_={node._target_} is not a torch.optim.Optimizer: use e.g. "
-                          f"optimizer._target_=torch.optim.Adamax (or Adam, AdamW)")
-    check_target(node, "optimizer", call_args=1)
+REQUIRED_NODES = {"train": ("data", "model", "optimizer", "trainer", "module"), "eval": ("trainer",), "sample": ()}
 
 
 def check_device(name: str, key: str = "device") -> None:
@@ -186,15 +104,13 @@ def validate(cfg: DictConfig, script: str, output_dir: str | os.PathLike | None 
     check_data_folders(cfg.get("data"))
     if script == "train":
         check_optimizer(cfg.get("optimizer"))
-        check_target(cfg.get("scheduler"), "scheduler", call_args=2)
+        check_scheduler(cfg.get("scheduler"))
         model = cfg.get("model")
         check_target(model, "model")
-        if isinstance(model, DictConfig) and isinstance(model.get("coupling"), str):
-            try:
-                check_choice("coupling", model.coupling, tuple(COUPLINGS))
-            except ValueError as err:
-                raise ConfigError(f"invalid model configuration: {err}") from None
         check_conv(model.get("conv") if isinstance(model, DictConfig) else None)
+        check_coupling(model.get("coupling") if isinstance(model, DictConfig) else None)
+        check_target(cfg.get("module"), "module")
+        check_callbacks(cfg.get("callbacks"))
     if script == "sample":
         if cfg.get("device", "auto") != "auto":
             check_device(str(cfg.device))

@@ -17,6 +17,7 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..checks import check_temperature
 from ..errors import ConfigError, missing_setting
 
 #: what the flow trains in (checked on CPU: 16-true and bf16-true fail, the LU and triangular solves
@@ -50,6 +51,16 @@ def each(check: Callable[[Any], bool], nonempty: bool = True) -> Callable[[Any],
 
 
 POSITIVE = "a positive integer"
+TEMPERATURE = "finite numbers >= 0 (0: the mode of each latent)"
+
+
+def is_temperature(v: Any) -> bool:
+    """The rule of :func:`cincflow.checks.check_temperature` (the one home of the temperature's range)."""
+    try:
+        check_temperature("temperature", v)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -86,48 +97,10 @@ class OptimizerSchema:
 
 
 @dataclass
-class SchedulerSchema:
-    warmup_epochs: float | None = rule("a number >= 0 (0: no warm-up)", 10, lambda v: math.isfinite(v) and v >= 0)
-    warmup_steps: int | None = rule("an integer >= 0, or null to count in epochs", 100, at_least(0))
-
-
-@dataclass
-class ModelSchema:
-    in_channels: int | None = rule("a positive integer, or null to take it from the data", "null", at_least(1))
-    image_size: int | None = rule("a positive integer, or null to take it from the data", "null", at_least(1))
-    n_bits: int | None = rule("an integer from 1 to 8, or null to take it from the data", "null", lambda v: 1 <= v <= 8)
-    levels: int | None = rule(POSITIVE, 3, at_least(1))
-    depth: int | None = rule(POSITIVE, 32, at_least(1))
-    width: int | None = rule(POSITIVE, 512, at_least(1))
-    learn_top: bool | None = rule("true or false", "true")
-    conditioner_actnorm: bool | None = rule("true or false", "true")
-
-
-@dataclass
 class SamplesSchema:
     n: int | None = rule("an integer >= 0 (0: no sample grids)", 64, at_least(0))
-    temperatures: list[float] | None = rule("a non-empty list of positive finite numbers", "[0.5,0.7,1.0]",
-                                            each(positive_finite))
+    temperatures: list[float] | None = rule(f"a non-empty list of {TEMPERATURE}", "[0.5,0.7,1.0]", each(is_temperature))
     seed: int | None = rule("an integer", 1234)
-
-
-@dataclass
-class SampleGridsSchema:  # callbacks.samples (cincflow.training.callbacks.SampleGrids)
-    n: int | None = rule("an integer >= 0 (0: no sample grids)", 64, at_least(0))
-    temperatures: list[float] | None = rule("a non-empty list of positive finite numbers", "[0.5,0.7,1.0]",
-                                            each(positive_finite))
-    seed: int | None = rule("an integer", 1234)
-    n_reconstructions: int | None = rule("an integer >= 0", 16, at_least(0))
-    every_n_epochs: int | None = rule("a positive integer (a sample grid every that many epochs)", 1, at_least(1))
-    recon_err_warn: float | None = rule("a number", 1e-3)
-    nonfinite_warn: float | None = rule("a number", 0.0)
-    residual_warn: float | None = rule("a number", 1e-3)
-    error_bound_warn: float | None = rule("a number", 1e-3)
-
-
-@dataclass
-class CallbacksSchema:
-    samples: SampleGridsSchema | None = None
 
 
 @dataclass
@@ -140,21 +113,14 @@ class CommonSchema:
 class TrainSchema(CommonSchema):
     train: bool | None = rule("true or false", "true", required=True)
     test: bool | None = rule("true or false", "true", required=True)
-    max_bad_steps: int | None = rule("an integer >= 0 (0 or null: never stop)", 20, at_least(0), required=True)
     atomic_checkpoints: bool | None = rule("true or false", "true", required=True)
-    ema_decay: float | None = rule("a number in [0, 1) (null or 0: no averaging)", 0.999, lambda v: 0 <= v < 1,
-                                   required=True)
-    actnorm_init_images: int | None = rule(POSITIVE, 512, at_least(1), required=True)
     global_batch_size: int | None = rule("a positive integer, or null to use data.batch_size per process", 128,
                                          at_least(1))
     resume: str | None = rule("full (continue the run in its folder) or weights (a new run from its weights)", "full",
                               one_of(("full", "weights")))
     trainer: TrainerSchema | None = None
     optimizer: OptimizerSchema | None = None
-    scheduler: SchedulerSchema | None = None
-    model: ModelSchema | None = None
     samples: SamplesSchema | None = None
-    callbacks: CallbacksSchema | None = None
 
 
 @dataclass
@@ -172,8 +138,9 @@ class EvalSchema(CommonSchema):
 class SampleSchema(CommonSchema):
     n: int | None = rule("a positive integer", 64, at_least(1), required=True)
     temperature: float | list[float] | None = rule(
-        "a positive finite number or a non-empty list of them", 0.7,
-        lambda v: each(positive_finite)(v) if isinstance(v, list) else positive_finite(v), required=True)
+        f"a finite number >= 0 or a non-empty list of them (1: the model's distribution, below 1: sharper, "
+        f"0: the mode of each latent)", 0.7,
+        lambda v: each(is_temperature)(v) if isinstance(v, list) else is_temperature(v), required=True)
     batch_size: int | None = rule("a positive integer", 64, at_least(1))
     nrow: int | None = rule("a positive integer, or null for a square grid", 8, at_least(1))
     use_ema: bool | None = rule("true or false", "true")

@@ -25,8 +25,8 @@ from torchvision.datasets import CIFAR10
 
 from cincflow.data.augment import RandomShiftFlip
 from cincflow.data.base import UInt8ImageDataModule
-from cincflow.data.common import UInt8ArrayDataset, seeded_split
-from cincflow.data.errors import CorruptDataError, DatasetNotFoundError
+from cincflow.data.common import UInt8ArrayDataset
+from cincflow.errors import CorruptDataError
 
 BASE_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
 TRAIN_FILES = tuple(name for name, _md5 in CIFAR10.train_list)  # data_batch_1 .. data_batch_5
@@ -71,23 +71,15 @@ class CIFAR10DataModule(UInt8ImageDataModule):
     def __init__(
         self,
         data_dir: str,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
         val_size: int = 5000,
-        split_seed: int = 0,
         augment: bool = True,
         max_shift: int = 2,
         flip: bool = True,
         pad_mode: str = "replicate",
         download: bool = True,
+        **common,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        self.save_hyperparameters()
-        self.data_dir = str(data_dir)
-        self.val_size = int(val_size)
-        self.split_seed = int(split_seed)
-        self.download = bool(download)
+        super().__init__(data_dir=data_dir, val_size=val_size, download=download, **common)
         self.augmentation = RandomShiftFlip(max_shift, flip, pad_mode) if augment else None
 
     @property
@@ -99,32 +91,17 @@ class CIFAR10DataModule(UInt8ImageDataModule):
 
     def prepare_data(self) -> None:
         """Download CIFAR-10 with torchvision if any batch file is missing."""
-        missing = self.missing_files()
-        if not missing:
-            return
-        expected = (
-            f"expected {self.folder}/{{{', '.join(TRAIN_FILES + TEST_FILES)}}} (missing: {', '.join(missing)})"
-        )
-        how = (
-            f"Download {CIFAR10.url} on a machine with internet access and extract it into "
-            f"{self.data_dir} (so that {self.folder / TRAIN_FILES[0]} exists)."
-        )
-        if not self.download:
-            raise DatasetNotFoundError(f"CIFAR-10 not found in {self.data_dir}: {expected}. "
-                                       f"download=False, so it was not fetched. {how}")
-        try:
-            CIFAR10(root=self.data_dir, train=True, download=True)
-        except Exception as err:  # network errors, bad archive, torchvision integrity check...
-            raise DatasetNotFoundError(
-                f"CIFAR-10 not found in {self.data_dir}: {expected}, and the automatic download failed "
-                f"({type(err).__name__}: {err}). {how}"
-            ) from err
+        self.fetch(
+            "CIFAR-10", self.missing_files(), f"expected {self.folder}/{{{', '.join(TRAIN_FILES + TEST_FILES)}}}",
+            f"Download {CIFAR10.url} on a machine with internet access and extract it into {self.data_dir} "
+            f"(so that {self.folder / TRAIN_FILES[0]} exists).",
+            lambda: CIFAR10(root=self.data_dir, train=True, download=True))
 
     def _build_datasets(self):
         self.prepare_data()  # no-op when the files are there (e.g. after rank 0 fetched them)
         train_all = np.concatenate([load_cifar_batch(self.folder / name) for name in TRAIN_FILES])
         test = np.concatenate([load_cifar_batch(self.folder / name) for name in TEST_FILES])
-        train_idx, val_idx = seeded_split(len(train_all), [self.val_size], self.split_seed)
+        train_idx, val_idx = self.holdout(len(train_all))
         return (
             UInt8ArrayDataset(train_all, train_idx, transform=self.augmentation, seed=self.seed),
             UInt8ArrayDataset(train_all, val_idx),

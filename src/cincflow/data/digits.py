@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from cincflow.data.base import UInt8ImageDataModule
-from cincflow.data.common import UInt8ArrayDataset, seeded_split
+from cincflow.data.common import UInt8ArrayDataset
 
 
 def digits_uint8() -> np.ndarray:
@@ -25,33 +25,20 @@ def digits_uint8() -> np.ndarray:
 
 
 class DigitsDataModule(UInt8ImageDataModule):
-    """sklearn digits: 1 x 8 x 8, 5 bits. ``data_dir`` is accepted for a uniform
-    interface and unused (the data ships with scikit-learn)."""
+    """sklearn digits: 1 x 8 x 8, 5 bits. ``data_dir`` (of the base class) is unused: the data ships
+    with scikit-learn."""
 
     in_channels = 1
     image_size = 8
     n_bits = 5
 
-    def __init__(
-        self,
-        data_dir: str | None = None,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        val_size: int = 180,
-        test_size: int = 180,
-        split_seed: int = 0,
-    ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        self.save_hyperparameters()
-        self.data_dir = data_dir
-        self.val_size = int(val_size)
+    def __init__(self, val_size: int = 180, test_size: int = 180, **common):
+        super().__init__(val_size=val_size, **common)
         self.test_size = int(test_size)
-        self.split_seed = int(split_seed)
 
     def _build_datasets(self):
         images = digits_uint8()
-        train_idx, val_idx, test_idx = seeded_split(len(images), [self.val_size, self.test_size], self.split_seed)
+        train_idx, val_idx, test_idx = self.holdout(len(images), [self.test_size])
         return (
             UInt8ArrayDataset(images, train_idx),
             UInt8ArrayDataset(images, val_idx),

@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 
 from cincflow.data.base import UInt8ImageDataModule
-from cincflow.data.common import UInt8ArrayDataset, cached_uint8_array, seeded_split
-from cincflow.data.errors import CorruptDataError, DatasetNotFoundError
+from cincflow.data.common import UInt8ArrayDataset, cached_uint8_array
+from cincflow.errors import CorruptDataError, DatasetNotFoundError
 
 SIZES = (32, 64)
 
@@ -46,22 +46,9 @@ class _CachedImageNet(UInt8ImageDataModule):
     #: cache file names for the "train" and "test" sources (set by subclasses)
     cache_names: dict[str, str] = {}
 
-    def __init__(
-        self,
-        data_dir: str,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        val_size: int = 10000,
-        split_seed: int = 0,
-        cache_dir: str | None = None,
-    ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        self.data_dir = str(data_dir)
-        self.val_size = int(val_size)
-        self.split_seed = int(split_seed)
+    def __init__(self, data_dir: str, val_size: int = 10000, cache_dir: str | None = None, **common):
+        super().__init__(data_dir=data_dir, val_size=val_size, **common)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(self.data_dir) / "cache"
-        self.save_hyperparameters()
 
     @property
     def item_shape(self) -> tuple[int, int, int]:
@@ -89,7 +76,7 @@ class _CachedImageNet(UInt8ImageDataModule):
 
     def _build_datasets(self):
         train_all, test = self._array("train"), self._array("test")
-        train_idx, val_idx = seeded_split(len(train_all), [self.val_size], self.split_seed)
+        train_idx, val_idx = self.holdout(len(train_all))
         train_path, test_path = self.cache_path("train"), self.cache_path("test")
         return (
             UInt8ArrayDataset(train_all, train_idx, mmap_path=train_path),

@@ -81,7 +81,7 @@ def photo_patches(name: str, scales: Sequence[int] = (1, 2, 4), min_std: float =
 class PhotosDataModule(UInt8ImageDataModule):
     """Patches of bundled scikit-image photos: 3 x 32 x 32, 8 bits; split by source photo.
 
-    ``data_dir`` is accepted for a uniform interface and unused. After ``setup``,
+    ``data_dir`` (of the base class) is unused. After ``setup``,
     ``sources[split]`` gives the source photo name of every image of that split, in
     dataset order.
     """
@@ -90,23 +90,13 @@ class PhotosDataModule(UInt8ImageDataModule):
     image_size = 32
     n_bits = 8
 
-    def __init__(
-        self,
-        data_dir: str | None = None,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        scales: Sequence[int] = (1, 2, 4),
-        min_std: float = 2.0,
-        split_seed: int = 0,
-        augment: bool = True,
-    ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        self.save_hyperparameters()
-        self.data_dir = data_dir
+    def __init__(self, scales: Sequence[int] = (1, 2, 4), min_std: float = 2.0, augment: bool = True, **common):
+        super().__init__(**common)
+        if self.val_size:
+            raise ValueError(f"val_size must be 0 for photos, got {self.val_size}: the splits are by photograph "
+                             "(remove data.val_size)")
         self.scales = tuple(int(s) for s in scales)
         self.min_std = float(min_std)
-        self.split_seed = int(split_seed)
         self.augmentation = RandomShiftFlip(max_shift=0, flip=True) if augment else None
         self.sources: dict[str, np.ndarray] = {}
 

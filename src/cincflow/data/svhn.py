@@ -20,8 +20,8 @@ import numpy as np
 from torchvision.datasets import SVHN
 
 from cincflow.data.base import UInt8ImageDataModule
-from cincflow.data.common import UInt8ArrayDataset, seeded_split
-from cincflow.data.errors import CorruptDataError, DatasetNotFoundError
+from cincflow.data.common import UInt8ArrayDataset
+from cincflow.errors import CorruptDataError
 
 FILES = {split: SVHN.split_list[split][1] for split in ("train", "test")}  # train_32x32.mat, test_32x32.mat
 
@@ -54,22 +54,8 @@ class SVHNDataModule(UInt8ImageDataModule):
     image_size = 32
     n_bits = 8
 
-    def __init__(
-        self,
-        data_dir: str,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        val_size: int = 5000,
-        split_seed: int = 0,
-        download: bool = True,
-    ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
-        self.save_hyperparameters()
-        self.data_dir = str(data_dir)
-        self.val_size = int(val_size)
-        self.split_seed = int(split_seed)
-        self.download = bool(download)
+    def __init__(self, data_dir: str, val_size: int = 5000, download: bool = True, **common):
+        super().__init__(data_dir=data_dir, val_size=val_size, download=download, **common)
 
     def missing_files(self) -> list[str]:
         return [name for name in FILES.values() if not (Path(self.data_dir) / name).is_file()]
@@ -77,27 +63,21 @@ class SVHNDataModule(UInt8ImageDataModule):
     def prepare_data(self) -> None:
         """Download the missing .mat files with torchvision."""
         missing = self.missing_files()
-        if not missing:
-            return
-        expected = f"expected {self.data_dir}/{{{', '.join(FILES.values())}}} (missing: {', '.join(missing)})"
         urls = " and ".join(SVHN.split_list[split][0] for split, name in FILES.items() if name in missing)
-        how = f"Download {urls} on a machine with internet access into {self.data_dir}."
-        if not self.download:
-            raise DatasetNotFoundError(f"SVHN not found: {expected}. download=False, so it was not fetched. {how}")
-        try:
+
+        def download() -> None:
             for split, name in FILES.items():
                 if name in missing:
                     SVHN(root=self.data_dir, split=split, download=True)
-        except Exception as err:  # network errors, torchvision's integrity check ...
-            raise DatasetNotFoundError(
-                f"SVHN not found: {expected}, and the automatic download failed ({type(err).__name__}: {err}). {how}"
-            ) from err
+
+        self.fetch("SVHN", missing, f"expected {self.data_dir}/{{{', '.join(FILES.values())}}}",
+                   f"Download {urls} on a machine with internet access into {self.data_dir}.", download)
 
     def _build_datasets(self):
         self.prepare_data()  # no-op when the files are there (e.g. after rank 0 fetched them)
         train_all = load_svhn_mat(Path(self.data_dir) / FILES["train"])
         test = load_svhn_mat(Path(self.data_dir) / FILES["test"])
-        train_idx, val_idx = seeded_split(len(train_all), [self.val_size], self.split_seed)
+        train_idx, val_idx = self.holdout(len(train_all))
         return (
             UInt8ArrayDataset(train_all, train_idx),
             UInt8ArrayDataset(train_all, val_idx),

@@ -1,71 +1,29 @@
-"""What the jobs share: instantiating data, trainer and callbacks from their configs, fitting the
-model config to the data, CPU threads, rank-0 printing."""
+"""What the jobs share: instantiating trainer, callbacks and loggers from their configs, the
+checkpoint and data of eval/sample, rank-0 printing. (The data's checks: :mod:`cincflow.config.data`.)"""
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_object, instantiate
+from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
+from ..config import handoff
+from ..config.data import NO_DATA, check_data_fits, instantiate_data
 from ..config.schema import plain
-from ..data.errors import DatasetNotFoundError
 from ..errors import ConfigError, one_line
-from ..model import Glow, check_geometry, dims_mismatch
 from ..training.checkpoints import load_checkpoint_dict, resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
-from ..training.loading import module_arguments
-
-DATA_KEYS = ("in_channels", "image_size", "n_bits")
+from ..training.loading import load_module
 
 
 @rank_zero_only
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-def fill_model_from_data(model_cfg: DictConfig, datamodule: LightningDataModule) -> None:
-    """Set ``in_channels``, ``image_size`` and ``n_bits`` of the model config from the DataModule
-    when they are null; explicit values must agree with the data (n_bits may differ: a model can
-    be trained on fewer bits than the data has)."""
-    with open_dict(model_cfg):
-        for key in DATA_KEYS:
-            data_value = getattr(datamodule, key, None)
-            if data_value is None:
-                raise AttributeError(f"{type(datamodule).__name__} has no attribute {key!r} (DataModule contract)")
-            if model_cfg.get(key) is None:
-                model_cfg[key] = int(data_value)
-    mismatch = dims_mismatch(model_cfg, datamodule)
-    if mismatch:
-        key = mismatch[0]
-        raise ConfigError(
-            f"model.{key}={model_cfg[key]} but the data ({type(datamodule).__name__}) has {key}={getattr(datamodule, key)}; "
-            f"leave model.{key}=null to take it from the data"
-        )
-    model_class = get_object(str(model_cfg.get("_target_", "builtins.object")))
-    if isinstance(model_class, type) and issubclass(model_class, Glow):
-        signature = inspect.signature(check_geometry).parameters
-        defaults = inspect.signature(model_class).parameters  # for sizes the config leaves out
-        sizes = {k: model_cfg[k] if model_cfg.get(k) is not None else defaults[k].default for k in signature}
-        try:  # the model's sizes against the data's images, before anything is built
-            check_geometry(**{k: int(v) for k, v in sizes.items()})
-        except ValueError as err:
-            raise ConfigError(f"invalid model configuration: {err} (check the model.* settings)") from None
-
-
-def prepared_data(cfg: DictConfig) -> LightningDataModule:
-    """The DataModule of a training config, checked (:func:`check_data_first`), with the model
-    config's data sizes filled in and checked against it (:func:`fill_model_from_data`)."""
-    datamodule = instantiate_data(cfg.data)
-    check_data_first(datamodule)
-    fill_model_from_data(cfg.model, datamodule)
-    return datamodule
 
 
 def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Callback]:
@@ -75,35 +33,19 @@ def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Callback]:
     return [instantiate(cb) for cb in callbacks_cfg.values() if isinstance(cb, DictConfig) and "_target_" in cb]
 
 
-def instantiate_data(data_cfg: Any) -> LightningDataModule:
-    """The DataModule of ``data_cfg``; a bad argument becomes a one-sentence ConfigError (the data
-    layer's DatasetNotFoundError/CorruptDataError pass through, wrapped by Hydra as their cause)."""
+def instantiate_module(module_cfg: DictConfig) -> LightningModule:
+    """The LightningModule of the ``module`` config, instantiated whole (the flow, optimiser and schedule
+    nested); a constructor's ValueError/TypeError (a setting no check caught) is a one-line ConfigError."""
     try:
-        return instantiate(data_cfg, _convert_="all")
+        return instantiate(module_cfg)
     except InstantiationException as err:
-        if isinstance(err.__cause__, (ValueError, TypeError)) and not isinstance(err.__cause__, ConfigError):
-            raise ConfigError(f"invalid data configuration: {err.__cause__} (check the data.* settings)") from err
+        cause = err
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, (ValueError, TypeError)) and not isinstance(cause, ConfigError):
+            raise ConfigError(f"invalid module configuration: {one_line(cause)} (check the module.* / model.* "
+                              f"settings)") from err
         raise
-
-
-OFFLINE_DATA = ("train offline instead with experiment=quickstart (8x8 digits, a CPU, minutes) or data=photos "
-                "(32x32 photo patches, CIFAR-10-shaped)")
-
-
-def check_data_first(datamodule: LightningDataModule) -> None:
-    """Make sure the data is there and splits as configured (``prepare_data`` and ``setup``: on
-    global rank 0, downloading where the DataModule may) before anything is built or started; a
-    missing dataset's one-line error then also names the offline alternatives."""
-    if rank_zero_only.rank != 0:
-        return  # the other processes find the files rank 0 made sure of (Lightning's barrier)
-    try:
-        datamodule.prepare_data()
-    except DatasetNotFoundError as err:
-        raise DatasetNotFoundError(f"{one_line(err)} Or {OFFLINE_DATA}.") from err
-    try:
-        datamodule.setup("fit")  # the splits (e.g. a hold-out larger than the dataset), before the model is built
-    except ValueError as err:
-        raise ConfigError(f"invalid data configuration: {one_line(err)}") from err
 
 
 def instantiate_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Trainer:
@@ -133,27 +75,6 @@ def require_checkpoint(cfg: DictConfig, script: str) -> Path:
     return resolve_ckpt_path(cfg.ckpt_path, cfg)
 
 
-NO_DATA = "the checkpoint has no data config: choose one with data=<name>"
-
-
-def uses_data(cfg: DictConfig, script: str) -> bool:
-    """Whether ``script`` (eval | sample) with ``cfg`` reads images (eval always; sample for
-    reconstructions or interpolations)."""
-    return script == "eval" or bool(int(cfg.get("reconstructions") or 0) or int(cfg.get("interpolations") or 0))
-
-
-def check_checkpoint_for(cfg: DictConfig, script: str, ckpt: Path) -> None:
-    """What ``script`` would refuse in the checkpoint ``ckpt`` (unreadable, weights only, hyper-parameters
-    this version does not take, no data config where the data is needed), without building its model."""
-    args = module_arguments(load_checkpoint_dict(ckpt).get("hyper_parameters"), ckpt)
-    if not uses_data(cfg, script):
-        return
-    if not cfg.get("data") and not args.get("data"):
-        raise ConfigError(NO_DATA)
-    if cfg.get("data"):  # other data than the checkpoint's: its images must fit the model
-        check_data_fits(SimpleNamespace(**args["model_config"]), instantiate_data(plain(cfg.data)))
-
-
 def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModule:
     """The data of ``cfg.data`` when given, otherwise the data config saved in the checkpoint."""
     data_cfg = cfg.get("data")
@@ -170,12 +91,13 @@ def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModul
     return dm
 
 
-def check_data_fits(model: Any, dm: LightningDataModule) -> None:
-    """A ConfigError unless the images of ``dm`` fit the checkpoint's ``model`` (or its config)."""
-    mismatch = dims_mismatch(model, dm)
-    if mismatch:
-        key = mismatch[0]
-        raise ConfigError(
-            f"data {key}={getattr(dm, key)} ({type(dm).__name__}) does not match the checkpoint's model "
-            f"({key}={getattr(model, key)}): choose the data it was trained on with data=<name> or leave data unset"
-        )
+def checked(cfg: DictConfig) -> bool:
+    """Whether the launch's Hydra callbacks already checked ``cfg`` (they set ``_checked_``)."""
+    return bool(cfg.get("_checked_"))
+
+
+def checkpoint_module(cfg: DictConfig, ckpt: Path, device: str) -> FlowLitModule:
+    """The module of ``ckpt`` for eval/sample: the checkpoint the launch's checks read (handed over),
+    else read here (its CRC checked unless the launch did)."""
+    read = handoff.take("checkpoint", str(ckpt)) or load_checkpoint_dict(ckpt, verify=not checked(cfg))
+    return load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device=device, ckpt=read)

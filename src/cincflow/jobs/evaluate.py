@@ -17,9 +17,10 @@ from ..config import validate
 from ..ood import bits_per_image, histogram_png, ood_report
 from ..paths import ensure_writable_dir
 from ..training.lit_module import FlowLitModule
-from ..training.loading import load_module
 from ..timing import torch_threads
-from .common import datamodule_for, instantiate_data, instantiate_trainer, plain, require_checkpoint, say
+from ..config import handoff
+from ..config.data import ood_data_configs, ood_datamodule
+from .common import checked, checkpoint_module, datamodule_for, instantiate_trainer, plain, require_checkpoint, say
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -38,16 +39,19 @@ def mean_and_se(values: list[float]) -> tuple[float, float | None]:
 
 
 def _evaluate(cfg: DictConfig) -> dict[str, Any]:
-    validate(cfg, "eval")  # every input, before anything is loaded or written
+    if not checked(cfg):  # the Hydra callbacks checked every input before the folder was made
+        validate(cfg, "eval")
     ckpt = require_checkpoint(cfg, "src/eval.py")
     split = cfg.get("split", "test")
     draws = int(cfg.get("dequant_samples") or 1)  # a positive integer (checked by the schema)
     seed = cfg.get("seed")
     output_dir = Path(cfg.paths.output_dir)
     ensure_writable_dir(output_dir)
-    module = load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device="cpu")
+    module = checkpoint_module(cfg, ckpt, device="cpu")
     datamodule = datamodule_for(cfg, module)
-    ood_dm = instantiate_data(_with_batch_size(plain(cfg.ood_data), cfg)) if cfg.get("ood_data") else None
+    ood_sets = {name: handoff.take(f"ood:{name}", config) or ood_datamodule(name, config, cfg.get("batch_size"))
+                for name, config in ood_data_configs(cfg).items()}
+    ood_dm = next(iter(ood_sets.values()), None)
     trainer = instantiate_trainer(cfg.trainer, logger=False, callbacks=[])
     run = trainer.test if split == "test" else trainer.validate
     key = f"{split}/bpd"
@@ -83,10 +87,6 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     lines.append(f"metrics: {path}")
     say("\n".join(lines))
     return record
-
-
-def _with_batch_size(data_cfg: dict[str, Any], cfg: DictConfig) -> dict[str, Any]:
-    return {**data_cfg, "batch_size": int(cfg.batch_size)} if cfg.get("batch_size") else data_cfg
 
 
 def _ood_check(module: FlowLitModule, datamodule: LightningDataModule, ood_dm: LightningDataModule, split: str,

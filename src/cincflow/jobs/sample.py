@@ -16,9 +16,9 @@ from torchvision.utils import save_image
 
 from ..config import validate
 from ..paths import ensure_writable_dir, resolve_path
-from ..training.loading import load_module
 from ..viz import interpolation_grid, reconstruction_grid, sample_grid
-from .common import datamodule_for, require_checkpoint, uses_data
+from ..config.data import uses_data
+from .common import checked, checkpoint_module, datamodule_for, require_checkpoint
 from ..timing import torch_threads
 
 
@@ -42,13 +42,14 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _sample(cfg: DictConfig) -> dict[str, Any]:
-    validate(cfg, "sample")  # every input, before anything is loaded or written
+    if not checked(cfg):  # the Hydra callbacks checked every input before the folder was made
+        validate(cfg, "sample")
     ckpt = require_checkpoint(cfg, "src/sample.py")
     seed = int(cfg.get("seed") or 0)
     seed_everything(seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     ensure_writable_dir(output_dir)
-    module = load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device=cfg.get("device", "auto"))
+    module = checkpoint_module(cfg, ckpt, device=cfg.get("device", "auto"))
     model = module.eval_model
     n_rec = int(cfg.get("reconstructions") or 0)
     n_int = int(cfg.get("interpolations") or 0)

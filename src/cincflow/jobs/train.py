@@ -17,28 +17,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torchvision.utils import save_image
 
-from ..config import validate
+from ..config import handoff, validate
+from ..config.data import check_data_first, fill_model_from_data, instantiate_data
 from ..errors import ConfigError, TrainingInterrupted
 from ..paths import ensure_writable_dir
 from ..runs import check_training_folder
-from ..training.callbacks import GracefulStop
-from ..training.metrics_json import truncate_history, update_metrics_json
-from ..training.checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
-from ..training.data_order import ResumableShuffle
-from ..training.resume import optimizer_changes
-from ..training.lit_module import FlowLitModule
-from ..training.loading import build_model, load_module
-from ..training.loggers import finish_wandb, instantiate_loggers
-from ..viz import sample_grid
-from .common import instantiate_callbacks, instantiate_trainer, plain, prepared_data, say
 from ..timing import torch_threads
+from ..training.callbacks import GracefulStop
+from ..training.checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
+from ..training.lit_module import FlowLitModule
+from ..training.loading import load_module
+from ..training.loggers import finish_wandb, instantiate_loggers
+from ..training.metrics_json import truncate_history, update_metrics_json
+from ..training.resume import optimizer_changes
+from ..viz import sample_grid
+from .common import checked, instantiate_callbacks, instantiate_module, instantiate_trainer, plain, say
 
 
 def per_process_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDataModule) -> int:
@@ -74,9 +73,22 @@ def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dic
         return _train(cfg, extra_callbacks)
 
 
+def training_data(cfg: DictConfig) -> LightningDataModule:
+    """The DataModule of ``cfg.data``: the one the launch's checks built (handed over), else built and
+    checked here; the model config's data sizes filled in and checked against it."""
+    datamodule = handoff.take("data", plain(cfg.data))
+    if datamodule is None:
+        datamodule = instantiate_data(cfg.data)
+        if not checked(cfg):
+            check_data_first(datamodule)
+    fill_model_from_data(cfg.model, datamodule)
+    return datamodule
+
+
 def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str, Any]:
     start = time.time()
-    validate(cfg, "train")  # every input, before anything is built or written
+    if not checked(cfg):  # the Hydra callback checked every input before the folder was made
+        validate(cfg, "train")
     if cfg.get("seed") is not None:
         seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -85,26 +97,15 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     check_training_folder(output_dir, cfg, ckpt_path)  # the command line checked it before Hydra wrote
     ensure_writable_dir(output_dir)
 
-    datamodule: LightningDataModule = prepared_data(cfg)  # before the model is built or a logger starts
+    datamodule = training_data(cfg)  # before the model is built or a logger starts
 
     wandb_id = None
     ckpt: dict[str, Any] | None = None
     if ckpt_path:
-        ckpt = load_checkpoint_dict(ckpt_path)
+        ckpt = load_checkpoint_dict(ckpt_path, verify=not checked(cfg))  # the launch checked its CRC
         wandb_id = ckpt.get("wandb_run_id") if resume == "full" else None
 
-    module = FlowLitModule(
-        build_model(cfg.model),
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        ema_decay=cfg.ema_decay,
-        actnorm_init_images=int(cfg.actnorm_init_images),
-        max_bad_steps=cfg.max_bad_steps,
-        actnorm_init_seed=int(cfg.get("seed") or 0),
-        noise_seed=int(cfg.seed) if cfg.get("seed") is not None else None,
-        data=plain(cfg.data),
-        model_config=plain(cfg.model),
-    )
+    module: FlowLitModule = instantiate_module(cfg.module)
     changes: list[str] = []
     resumed_step = int(ckpt.get("global_step", -1)) if ckpt is not None else None
     if ckpt is not None:
@@ -118,8 +119,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         del ckpt
     stop = GracefulStop()
     callbacks = instantiate_callbacks(cfg.get("callbacks")) + list(extra_callbacks or [])
-    callbacks += [ResumableShuffle(), stop]  # training data order = f(data.seed, epoch): same after a resume
-    loggers = instantiate_loggers(cfg.get("logger"), wandb_resume_id=wandb_id)
+    callbacks += [stop]
+    loggers = instantiate_loggers(plain(cfg.get("logger")), wandb_resume_id=wandb_id)
     plugins = [AtomicCheckpointIO()] if cfg.atomic_checkpoints else None
     trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     batch = per_process_batch(cfg, trainer, datamodule)
@@ -130,7 +131,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     for lg in loggers:
         lg.log_hyperparams(hparams)
     say(
-        f"Glow conv={model.conv} coupling={model.coupling} L={cfg.model.levels} K={cfg.model.depth} "
+        f"{type(model).__name__} conv={model.conv} coupling={model.coupling} L={cfg.model.levels} K={cfg.model.depth} "
         f"width={cfg.model.width}: {counts['total']:,} parameters | data {type(datamodule).__name__} "
         f"{model.in_channels}x{model.image_size}x{model.image_size}, {model.n_bits} bits | "
         f"batch {batch} per process x {trainer.world_size} process(es) = {batch * trainer.world_size} | "
@@ -215,7 +216,7 @@ def _finish(cfg, trainer, module, best, last, metrics_path, seconds) -> dict[str
     samples_png = None
     scfg = cfg.get("samples") or {}
     if int(scfg.get("n", 0) or 0) > 0:
-        final = load_module(best, use_ema=True) if best else module.eval()
+        final = load_module(best, ckpt=load_checkpoint_dict(best, verify=False)) if best else module.eval()  # written just now
         grid, _ = sample_grid(final.eval_model, int(scfg.n), list(scfg.temperatures), int(scfg.seed))
         samples_png = str(output_dir / "samples.png")
         save_image(grid, samples_png)

@@ -1,8 +1,23 @@
-"""Additive and affine coupling (Glow), [B, C, H, W] with C even.
+"""Coupling layers, [B, C, H, W] -> same shape: one base class, :class:`Coupling`, and the Glow couplings.
 
-x = (x_a, x_b) split by channel halves; x_a passes through, h = NN(x_a) conditions the update of x_b.
-- additive: y_b = x_b + h, log|det| = 0.
-- affine: (t, s) = (h[:, 0::2], h[:, 1::2]), y_b = (x_b + t) * sigmoid(s + 2),
+The channels are cut into ``blocks`` equal blocks x_0 .. x_{n-1}. Each entry (name, k, sources) of
+``updates`` replaces block k by an element-wise invertible map of it whose parameters
+h = conditioner_name(x_sources) come from other blocks:
+
+    y_k = g(x_k; h),   h = NN(cat of x_s for s in sources),   log|det| = sum of log|g'(x_k; h)|.
+
+The forward reads every conditioner's sources from the input x; the inverse runs the updates in the
+listed order, each reading only blocks already recovered, so a block never conditions on itself and
+the Jacobian is block-triangular. A coupling implements only :meth:`Coupling.update` (y, log|det| [B])
+and :meth:`Coupling.update_inverse` (x, log|det dx/dy| [B]) and says how many conditioner outputs
+each updated channel needs (``params``); split, conditioners, merge and input checks are the base's.
+A new coupling is one subclass + one ``conf/coupling/<name>.yaml`` (a ``_partial_`` of it): the
+model calls ``factory(channels, width=model.width, actnorm=model.conditioner_actnorm)``; options of
+its own are keyword arguments after those (README: Extending cinc-flow).
+
+Glow (blocks 2: x_0 passes through, x_1 updated from x_0):
+- additive: y = x + h (1 parameter per channel), log|det| = 0;
+- affine: (t, s) = (h[:, 0::2], h[:, 1::2]), y = (x + t) * sigmoid(s + 2) (2 parameters),
   log|det| = sum log sigmoid(s + 2) (the official Glow/CInC form; the scale lies in (0, 1)).
 """
 from __future__ import annotations
@@ -14,58 +29,82 @@ from torch import nn
 from ..checks import check_images, check_positive_int
 from .conditioner import Conditioner
 
-
-def affine_update(x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """y = (x + t) * sigmoid(s + 2) with (t, s) interleaved in h; returns (y, log|det| [B])."""
-    log_scale = F.logsigmoid(h[:, 1::2] + 2.0)
-    return (x + h[:, 0::2]) * log_scale.exp(), log_scale.flatten(1).sum(1)
+Update = tuple[str, int, tuple[int, ...]]  # (conditioner name, block updated, blocks it reads)
+HALVES: tuple[Update, ...] = (("nn", 1, (0,)),)
 
 
-def affine_update_inverse(y: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`affine_update` at the same h; returns (x, log|det dx/dy| [B])."""
-    log_scale = F.logsigmoid(h[:, 1::2] + 2.0)
-    return y * torch.exp(-log_scale) - h[:, 0::2], -log_scale.flatten(1).sum(1)
+class Coupling(nn.Module):
+    """Base of every coupling (see the module docstring): ``blocks`` and ``updates`` describe which
+    block is updated from which, ``params`` conditioner outputs per updated channel."""
 
+    blocks: int = 2
+    updates: tuple[Update, ...] = HALVES
 
-def _check_even(channels: int) -> None:
-    check_positive_int("coupling channels", channels)
-    if channels % 2:
-        raise ValueError(f"coupling needs an even channel count, got {channels}")
-
-
-class AffineCoupling(nn.Module):
-    def __init__(self, channels: int, width: int = 512, actnorm: bool = True):
+    def __init__(self, channels: int, width: int = 512, actnorm: bool = True, *, params: int):
         super().__init__()
-        _check_even(channels)
-        self.channels = channels
-        self.nn = Conditioner(channels // 2, channels, width, actnorm)
+        name = type(self).__name__
+        check_positive_int(f"{name} channels", channels)
+        if channels % self.blocks:
+            fewer = " or a coupling of fewer blocks (coupling=affine or additive need an even count)" if self.blocks > 2 else ""
+            raise ValueError(f"{name} splits the channels into {self.blocks} equal blocks, but {channels} is not "
+                             f"divisible by {self.blocks}: choose a channel count that is a multiple of {self.blocks}{fewer}")
+        check_positive_int(f"{name} width", width)
+        self.channels, q = channels, channels // self.blocks
+        for conditioner, _, sources in self.updates:
+            self.add_module(conditioner, Conditioner(len(sources) * q, params * q, width, actnorm))
+
+    def update(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """y = g(x; h) element-wise and log|dy/dx| summed per example [B]."""
+        raise NotImplementedError
+
+    def update_inverse(self, y: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x = g^-1(y; h) and log|dx/dy| summed per example [B] (minus :meth:`update`'s)."""
+        raise NotImplementedError
+
+    def _condition(self, conditioner: str, parts: list[torch.Tensor], sources: tuple[int, ...]) -> torch.Tensor:
+        x = parts[sources[0]] if len(sources) == 1 else torch.cat([parts[s] for s in sources], dim=1)
+        return getattr(self, conditioner)(x)
+
+    def _run(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        check_images(type(self).__name__, x, self.channels)
+        parts = list(x.chunk(self.blocks, dim=1))
+        out = parts if inverse else list(parts)  # the inverse reads the blocks it has recovered
+        step = self.update_inverse if inverse else self.update
+        logdets = []
+        for conditioner, block, sources in self.updates:
+            out[block], logdet = step(parts[block], self._condition(conditioner, parts, sources))
+            logdets.append(logdet)
+        total = logdets[-1]
+        for logdet in reversed(logdets[:-1]):  # the last update's first (the published summation order)
+            total = total + logdet
+        return torch.cat(out, dim=1), total
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_images(type(self).__name__, x, self.channels)
-        xa, xb = x.chunk(2, dim=1)
-        yb, logdet = affine_update(xb, self.nn(xa))
-        return torch.cat([xa, yb], dim=1), logdet
+        return self._run(x, inverse=False)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_images(type(self).__name__, y, self.channels)
-        ya, yb = y.chunk(2, dim=1)
-        xb, logdet = affine_update_inverse(yb, self.nn(ya))
-        return torch.cat([ya, xb], dim=1), logdet
+        return self._run(y, inverse=True)
 
 
-class AdditiveCoupling(nn.Module):
+class AffineCoupling(Coupling):
     def __init__(self, channels: int, width: int = 512, actnorm: bool = True):
-        super().__init__()
-        _check_even(channels)
-        self.channels = channels
-        self.nn = Conditioner(channels // 2, channels // 2, width, actnorm)
+        super().__init__(channels, width, actnorm, params=2)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_images(type(self).__name__, x, self.channels)
-        xa, xb = x.chunk(2, dim=1)
-        return torch.cat([xa, xb + self.nn(xa)], dim=1), x.new_zeros(x.shape[0])
+    def update(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_scale = F.logsigmoid(h[:, 1::2] + 2.0)
+        return (x + h[:, 0::2]) * log_scale.exp(), log_scale.flatten(1).sum(1)
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        check_images(type(self).__name__, y, self.channels)
-        ya, yb = y.chunk(2, dim=1)
-        return torch.cat([ya, yb - self.nn(ya)], dim=1), y.new_zeros(y.shape[0])
+    def update_inverse(self, y: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_scale = F.logsigmoid(h[:, 1::2] + 2.0)
+        return y * torch.exp(-log_scale) - h[:, 0::2], -log_scale.flatten(1).sum(1)
+
+
+class AdditiveCoupling(Coupling):
+    def __init__(self, channels: int, width: int = 512, actnorm: bool = True):
+        super().__init__(channels, width, actnorm, params=1)
+
+    def update(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x + h, x.new_zeros(x.shape[0])
+
+    def update_inverse(self, y: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return y - h, y.new_zeros(y.shape[0])

@@ -9,7 +9,11 @@ option a conv does not have fails loudly):
 * :func:`glow`: the 1x1 LU conv alone (no options).
 
 A name (``"cinc"``, ``"emerging"``, ``"glow"``) with ``conv_kwargs`` is shorthand for
-``functools.partial(factory, **conv_kwargs)``. coupling in {"affine", "additive", "quad"}.
+``functools.partial(factory, **conv_kwargs)``.
+
+The coupling comes from a *coupling factory*: ``factory(channels, width=..., actnorm=...) ->``
+:class:`~cincflow.layers.coupling.Coupling` (``conf/coupling/*.yaml``: ``_partial_`` configs of the
+classes, with the coupling's own options); a name of :data:`COUPLINGS` stands for its class.
 """
 from __future__ import annotations
 
@@ -20,13 +24,14 @@ from torch import nn
 
 from .actnorm import ActNorm
 from .cinc import CInCConv
-from .coupling import AdditiveCoupling, AffineCoupling
+from .coupling import AdditiveCoupling, AffineCoupling, Coupling
 from .emerging import EmergingConv
 from .invconv1x1 import InvConv1x1
 from .quad import QuadCoupling
 from .sequential import FlowSequential
 
 ConvFactory = Callable[[int], list[nn.Module]]
+CouplingFactory = Callable[..., Coupling]  # factory(channels, width=..., actnorm=...)
 
 
 def cinc(channels: int, **options) -> list[nn.Module]:
@@ -46,7 +51,7 @@ def glow(channels: int) -> list[nn.Module]:
 
 CONVS: dict[str, ConvFactory] = {"glow": glow, "emerging": emerging, "cinc": cinc}  # the `conv` choices, in table order
 CONV_LAYERS: dict[ConvFactory, type] = {cinc: CInCConv, emerging: EmergingConv}  # the layer each one's options go to
-COUPLINGS = {"affine": AffineCoupling, "additive": AdditiveCoupling, "quad": QuadCoupling}
+COUPLINGS: dict[str, type[Coupling]] = {"affine": AffineCoupling, "additive": AdditiveCoupling, "quad": QuadCoupling}
 
 
 def check_choice(name: str, value: str, choices) -> None:
@@ -64,23 +69,34 @@ def conv_factory(conv: str | ConvFactory, conv_kwargs: dict | None = None) -> Co
     return functools.partial(CONVS[conv], **dict(conv_kwargs or {}))
 
 
-def conv_name(conv: str | ConvFactory) -> str:
-    """``"cinc"`` for ``"cinc"``, ``cinc`` or ``functools.partial(cinc, ...)``; else the callable's name."""
-    if isinstance(conv, str):
-        return conv
-    while isinstance(conv, functools.partial):
-        conv = conv.func
-    return getattr(conv, "__name__", type(conv).__name__)
+def coupling_factory(coupling: str | CouplingFactory) -> CouplingFactory:
+    """The factory of ``coupling``: a factory as given, or the class of a :data:`COUPLINGS` name."""
+    if callable(coupling):
+        return coupling
+    check_choice("coupling", coupling, COUPLINGS)
+    return COUPLINGS[coupling]
+
+
+def factory_name(factory: str | Callable, registry: dict[str, Callable]) -> str:
+    """The registry name of ``factory`` (a name, an entry or a ``functools.partial`` of one), else the
+    callable's own name: ``"cinc"`` for ``partial(cinc, ...)``, ``"quad"`` for ``QuadCoupling``."""
+    if isinstance(factory, str):
+        return factory
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    names = {id(entry): name for name, entry in registry.items()}
+    return names.get(id(factory), getattr(factory, "__name__", type(factory).__name__))
 
 
 def flow_step(
     channels: int,
     conv: str | ConvFactory = "cinc",
-    coupling: str = "affine",
+    coupling: str | CouplingFactory = "affine",
     width: int = 512,
     conv_kwargs: dict | None = None,
     conditioner_actnorm: bool = True,
 ) -> FlowSequential:
     make_conv = conv_factory(conv, conv_kwargs)
-    check_choice("coupling", coupling, tuple(COUPLINGS))
-    return FlowSequential([ActNorm(channels), *make_conv(channels), COUPLINGS[coupling](channels, width, conditioner_actnorm)])
+    make_coupling = coupling_factory(coupling)
+    return FlowSequential([ActNorm(channels), *make_conv(channels),
+                           make_coupling(channels, width=width, actnorm=conditioner_actnorm)])

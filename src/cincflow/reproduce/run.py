@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+import yaml
 from tqdm.auto import tqdm
 
 from ..bench.measure import timed
@@ -48,7 +48,7 @@ SCALES = {
             "data=photos", "data.batch_size=32", "trainer=cpu", "trainer.devices=1", "trainer.max_epochs=-1",
             "trainer.max_steps=1000", "+trainer.val_check_interval=100", "trainer.check_val_every_n_epoch=null",
             "trainer.limit_val_batches=4", "trainer.limit_test_batches=8", "model.depth=2", "model.width=48",
-            "scheduler.warmup_epochs=0", "scheduler.warmup_steps=50", "ema_decay=0.995", "actnorm_init_images=256",
+            "scheduler.warmup_epochs=0", "scheduler.warmup_steps=50", "module.ema_decay=0.995", "module.actnorm_init_images=256",
             "logger=csv", "samples.n=16", "callbacks.samples.every_n_epochs=1000", "num_threads=1",
         ],
     },
@@ -60,7 +60,7 @@ SCALES = {
             "trainer.max_epochs=1", "trainer.max_steps=2", "trainer.limit_train_batches=2",
             "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "trainer.num_sanity_val_steps=0",
             "model.depth=1", "model.width=8", "scheduler.warmup_epochs=0", "scheduler.warmup_steps=2",
-            "actnorm_init_images=16", "logger=none", "samples.n=0", "callbacks.samples.every_n_epochs=1000",
+            "module.actnorm_init_images=16", "logger=none", "samples.n=0", "callbacks.samples.every_n_epochs=1000",
             "callbacks.samples.n_reconstructions=2", "num_threads=1",
         ],
     },
@@ -140,7 +140,7 @@ def launch(names: list[str], overrides: list[str], sweep_dir: Path, seeds: list[
 
 def _run_seed(run_dir: Path) -> int | None:
     config = run_dir / ".hydra" / "config.yaml"
-    seed = OmegaConf.load(config).get("seed") if config.is_file() else None
+    seed = (yaml.safe_load(config.read_text()) or {}).get("seed") if config.is_file() else None
     return None if seed is None else int(seed)
 
 

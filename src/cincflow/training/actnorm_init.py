@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..layers.actnorm import ActNorm
-from ..preprocess import dequantized
+from ..pixels import dequantized
 
 
 def actnorm_layers(module: nn.Module) -> list[ActNorm]:

@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torchvision.utils import save_image
 
+from ..checks import check_positive_int, check_temperature
 from ..sampling import warn_if_inaccurate
 from ..viz import reconstruction_grid, sample_grid
 
@@ -192,15 +194,12 @@ class SampleGrids(Callback):
         error_bound_warn: float = 1e-3,
     ):
         super().__init__()
+        self.check_settings(n, temperatures, n_reconstructions, every_n_epochs)
         self.dir = Path(output_dir) / "samples"
         self.n = int(n)
         self.temperatures = [float(t) for t in temperatures]
         self.seed = int(seed)
         self.n_reconstructions = int(n_reconstructions)
-        if int(every_n_epochs) < 1 or not self.temperatures or int(n) < 0 or int(n_reconstructions) < 0:
-            raise ValueError(f"SampleGrids needs every_n_epochs >= 1 (got {every_n_epochs}), at least one temperature "
-                             f"(got {list(temperatures)}), n >= 0 (got {n}) and n_reconstructions >= 0 "
-                             f"(got {n_reconstructions})")
         self.every_n_epochs = int(every_n_epochs)
         self.recon_err_warn = float(recon_err_warn)
         self.nonfinite_warn = float(nonfinite_warn)
@@ -208,6 +207,17 @@ class SampleGrids(Callback):
         self.error_bound_warn = float(error_bound_warn)
         self._val_images: torch.Tensor | None = None
         self.last_png: str | None = None
+
+    @staticmethod
+    def check_settings(n: Any = 0, temperatures: Any = (1.0,), n_reconstructions: Any = 0, every_n_epochs: Any = 1) -> None:
+        """The value rules of the options (the constructor and the configuration check call this)."""
+        check_positive_int("n", n, minimum=0)
+        if isinstance(temperatures, str) or not isinstance(temperatures, Sequence) or not temperatures:
+            raise ValueError(f"temperatures must be a non-empty list of finite numbers >= 0, got {temperatures!r}")
+        for t in temperatures:
+            check_temperature("temperatures", t)
+        check_positive_int("n_reconstructions", n_reconstructions, minimum=0)
+        check_positive_int("every_n_epochs", every_n_epochs)
 
     def _active(self, trainer: Trainer) -> bool:
         return not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0

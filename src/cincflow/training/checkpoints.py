@@ -95,11 +95,28 @@ def last_checkpoints(log_dir: str | os.PathLike, task_name: str | None = None) -
     return sorted((c for c in found if c.is_file()), key=lambda c: c.stat().st_mtime, reverse=True)
 
 
+def _canonical(value: Any) -> Any:
+    """A factory named by its registry name (a format-2 checkpoint's ``coupling: quad``) as its
+    ``_partial_`` config; a ``_target_`` path as the object it names (``cincflow.Glow`` is ``cincflow.model.Glow``)."""
+    from ..layers.step import COUPLINGS, CONVS
+    from ..targets import config_of, locate
+
+    if isinstance(value, str) and (value in COUPLINGS or value in CONVS):
+        return config_of((COUPLINGS | CONVS)[value])
+    if isinstance(value, Mapping) and "_target_" in value:
+        try:
+            return {**value, "_target_": locate(str(value["_target_"]))}
+        except (ImportError, AttributeError):
+            return value
+    return value
+
+
 def same_architecture(configured: Mapping[str, Any], saved: Mapping[str, Any]) -> bool:
     """True when every setting given in both (not None) is equal; nested configs compared likewise.
     A setting left null here (e.g. ``in_channels``, taken from the data) matches any value."""
+    configured, saved = _canonical(configured), _canonical(saved)
     for key in set(configured) | set(saved):
-        a, b = configured.get(key), saved.get(key)
+        a, b = _canonical(configured.get(key)), _canonical(saved.get(key))
         if a is None or b is None:
             continue
         if isinstance(a, Mapping) and isinstance(b, Mapping):
@@ -143,9 +160,7 @@ def choose_last(cfg: Any, named_dir: Path | None, training: bool) -> tuple[Path,
                 f"ckpt_task=<task>, hydra.run.dir=<its run folder>, or ckpt_path=<a .ckpt file>"
             )
         return candidates[0], f"the newest last.ckpt of task {tasks[0]}"
-    from omegaconf import OmegaConf
-
-    configured = OmegaConf.to_container(cfg.model, resolve=True)
+    configured = cfg.model  # a mapping (a DictConfig resolves its interpolations as it is read)
     skipped = 0
     for candidate in candidates:
         saved = _saved_model_config(candidate)
@@ -209,10 +224,12 @@ def check_archive(path: str | os.PathLike) -> None:
     verify_integrity(path)
 
 
-def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any]:
-    """The checkpoint's dictionary (tensors memory-mapped); a clear error for anything else."""
+def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True, verify: bool = True) -> dict[str, Any]:
+    """The checkpoint's dictionary (tensors memory-mapped); a clear error for anything else.
+    ``verify=False`` skips the archive's CRC check (a launch whose checks already read it)."""
     path = Path(path)
-    check_archive(path)
+    if verify:
+        check_archive(path)
     try:
         ckpt = torch.load(path, map_location="cpu", mmap=mmap, weights_only=False)
     except Exception as err:
@@ -238,9 +255,10 @@ def load_checkpoint_dict(path: str | os.PathLike, mmap: bool = True) -> dict[str
 def _arch(hparams: Mapping[str, Any] | None) -> str:
     """The architecture settings of a module's (or checkpoint's) hyper-parameters, for messages."""
     hparams = hparams or {}
-    model = dict(hparams.get("model_config") or hparams.get("model") or {})  # format 2 or 1 (loading.py)
-    if isinstance(model.get("conv"), Mapping):  # a conv factory config: its name is the target's
-        model["conv"] = str(model["conv"].get("_target_", "?")).rsplit(".", 1)[-1]
+    model = dict(hparams.get("model_config") or hparams.get("model") or {})  # format 2-3 or 1 (restore.py)
+    for key in ("conv", "coupling"):  # a factory config: its name is the target's
+        if isinstance(model.get(key), Mapping):
+            model[key] = str(model[key].get("_target_", "?")).rsplit(".", 1)[-1]
     keys = ("conv", "coupling", "levels", "depth", "width", "in_channels", "image_size")
     return " ".join(f"{k}={model[k]}" for k in keys if k in model) or "unknown"
 

@@ -1,9 +1,11 @@
 """The LightningModule that trains a :class:`cincflow.Glow` by maximum likelihood (loss = bits/dim).
 
-* The flow arrives built (``model``, an ``nn.Module``: the job instantiates ``conf/model``); the config
-  it was built from (``model_config``) is saved in the checkpoint's hyper-parameters, so
-  :func:`cincflow.training.loading.load_module` (and ``FlowLitModule.load_from_checkpoint``) rebuild
-  it from the file alone.
+* A config node of its own (``conf/module/flow.yaml``), instantiated whole by the job: the flow
+  (``model``), the optimiser and the schedule (``_partial_``) nested. The flow's :meth:`~cincflow.Glow.config`
+  and the DataModule's :meth:`~cincflow.data.base.UInt8ImageDataModule.data_config` are kept in the
+  hyper-parameters (``model_config``, ``data``), so :func:`cincflow.training.loading.load_module`
+  (and ``FlowLitModule.load_from_checkpoint``) rebuild the module from the file alone, also when it
+  was trained outside the jobs.
 * ActNorm data-dependent initialisation runs once, in :meth:`on_fit_start`, on the first
   ``actnorm_init_images`` training images (``datamodule.train_images(n)``), under ``no_grad``; under
   DDP every rank computes it and then rank 0's parameters and buffers are broadcast, so all ranks
@@ -11,10 +13,11 @@
   re-initialised.
 * Optional Polyak/EMA weights (``ema_decay``) are used for validation, testing and sampling
   (:attr:`eval_model`); they are part of the ``state_dict``, so checkpoints restore them exactly.
-* Optimiser and schedule arrive as factories (the ``_partial_`` configs ``optimizer`` and
-  ``scheduler``): ``optimizer(parameters)``, ``scheduler(optimizer, steps_per_epoch)``, the latter
-  stepped after every optimiser step (e.g. :func:`~cincflow.training.schedule.linear_warmup`) and
-  restored on resume.
+* Optimiser and schedule arrive as factories: ``optimizer(parameters)`` and ``scheduler(optimizer=...)``,
+  so every ``torch.optim.lr_scheduler`` class works; a scheduler that takes ``steps_per_epoch`` (the
+  warm-up, :func:`~cincflow.training.schedule.linear_warmup`) also gets a function returning the
+  optimiser steps of one epoch. It is stepped every ``scheduler_interval`` (``step`` or ``epoch``;
+  ``ReduceLROnPlateau`` reads ``scheduler_monitor``) and restored on resume.
 * Non-finite steps: when the loss or any gradient is NaN/inf (checked after backward, before the
   optimiser step; under DDP the flag is reduced over all ranks), every gradient is dropped, so the
   optimiser updates no parameter and no optimiser state, and the EMA is not updated either (the
@@ -40,13 +43,16 @@ from ..errors import ConfigError, NonFiniteTrainingError
 from ..model import dims_mismatch
 from .actnorm_init import actnorm_initialized, actnorm_layers, initialize_actnorm
 from .ema import EMA
+from .checkpoints import resolve_ckpt_path
+from .restore import restore_module
 from .resume import apply_optimizer_settings, optimizer_type
+from .settings import check_settings, takes
 
 
-CHECKPOINT_FORMAT = 2  # checkpoint["cincflow_format"]; 1 (no entry): hyper-parameters model/optim as configs
-
-
+CHECKPOINT_FORMAT = 3  # checkpoint["cincflow_format"]; 2: coupling as a name; 1 (no entry): model/optim configs
 class FlowLitModule(LightningModule):
+    check_settings = staticmethod(check_settings)
+
     def __init__(
         self,
         model: nn.Module,
@@ -56,33 +62,38 @@ class FlowLitModule(LightningModule):
         ema_decay: float | None,
         actnorm_init_images: int,
         max_bad_steps: int | None,
-        actnorm_init_seed: int = 0,
+        actnorm_init_seed: int | None = 0,
         noise_seed: int | None = None,
+        scheduler_interval: str = "step",
+        scheduler_monitor: str = "val/bpd",
         data: Mapping[str, Any] | None = None,
-        model_config: Mapping[str, Any] | None = None,
     ):
         """
         Args:
             model: the flow (a :class:`cincflow.Glow`).
             optimizer: ``optimizer(parameters) -> torch.optim.Optimizer`` (the ``optimizer`` config,
                 ``_partial_``); None: the module can evaluate and sample but not train.
-            scheduler: ``scheduler(optimizer, steps_per_epoch) -> LRScheduler``, stepped after every
-                optimiser step (the ``scheduler`` config, ``_partial_``); None: constant lr.
+            scheduler: ``scheduler(optimizer=...) -> LRScheduler`` (the ``scheduler`` config, ``_partial_``;
+                ``steps_per_epoch=`` too when it takes that argument); None: constant lr.
             ema_decay: Polyak averaging decay; ``None`` or 0 disables the averaged copy.
             actnorm_init_images: number of training images for ActNorm's data-dependent init.
             max_bad_steps: stop training after this many consecutive steps with a non-finite loss
                 or gradient (each one is skipped); 0 or None: never stop.
-            actnorm_init_seed: seed of the dequantisation noise used for that init.
+            actnorm_init_seed: seed of the dequantisation noise used for that init (None: 0).
             noise_seed: when set, the global torch RNG (training dequantisation noise) is re-seeded
                 at the start of every training epoch from (noise_seed, epoch, rank), so a run resumed
                 from an end-of-epoch checkpoint draws exactly the noise of an uninterrupted run
                 (validation and the sanity check consume random numbers too).
-            data: the data config the run used (kept in the checkpoint for eval/sample scripts).
-            model_config: the config ``model`` was instantiated from (``_target_`` + arguments), kept
-                in the checkpoint so that it rebuilds the flow with no other input.
+            scheduler_interval: ``step`` (after every optimiser step) or ``epoch``.
+            scheduler_monitor: the metric ``ReduceLROnPlateau`` reads.
+            data: the data config of the run (kept in the checkpoint for eval/sample); None: taken
+                from the trainer's DataModule when training starts.
         """
         super().__init__()
+        check_settings(ema_decay, actnorm_init_images, max_bad_steps, scheduler_interval)
         self.save_hyperparameters(logger=False, ignore=["model", "optimizer", "scheduler"])
+        config = getattr(model, "config", None)  # how the flow rebuilds from the checkpoint alone
+        self.hparams["model_config"] = config() if callable(config) else None
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.ema = EMA(self.model, float(ema_decay)) if ema_decay else None
@@ -107,22 +118,26 @@ class FlowLitModule(LightningModule):
 
     def initialize_actnorm(self, images: torch.Tensor) -> None:
         """Data-dependent ActNorm init on ``images`` (uint8) (:mod:`.actnorm_init`), then the EMA copy."""
-        initialize_actnorm(self.model, images, int(self.hparams.actnorm_init_seed))
+        initialize_actnorm(self.model, images, int(self.hparams.actnorm_init_seed or 0))
         if self.ema is not None:
             self.ema.copy_from(self.model)
 
     # ------------------------------------------------------------------ hooks
+    def setup(self, stage: str) -> None:
+        """Record the data config of the trainer's DataModule (when it has one and none was given)."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.hparams.get("data") is None and callable(getattr(dm, "data_config", None)):
+            self.hparams["data"] = dm.data_config()
+
     def on_fit_start(self) -> None:
         if actnorm_initialized(self.model):
             return  # restored from a checkpoint (or already initialised): never re-initialise
         n = int(self.hparams.actnorm_init_images)
         dm = getattr(self.trainer, "datamodule", None)
-        if n <= 0 or dm is None or not hasattr(dm, "train_images"):
+        if dm is None or not hasattr(dm, "train_images"):
             if self.trainer.world_size > 1:
-                raise RuntimeError(
-                    "ActNorm initialisation under DDP needs a DataModule with train_images(n) and "
-                    "actnorm_init_images > 0 (otherwise every rank would initialise on its own batch)"
-                )
+                raise RuntimeError("ActNorm initialisation under DDP needs a DataModule with train_images(n) "
+                                   "(otherwise every rank would initialise on its own batch)")
             return  # single process: ActNorm initialises itself on the first training batch
         start = time.perf_counter()
         images = dm.train_images(n)
@@ -261,16 +276,17 @@ class FlowLitModule(LightningModule):
         optimizer = self.configured_optimizer()
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer, self._steps_per_epoch)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        extra = {"steps_per_epoch": self._steps_per_epoch} if takes(self.scheduler_factory, "steps_per_epoch") else {}
+        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
+        return {"optimizer": optimizer, "lr_scheduler": {
+            "scheduler": scheduler, "interval": self.hparams.get("scheduler_interval", "step"), "frequency": 1,
+            "monitor": self.hparams.get("scheduler_monitor", "val/bpd")}}
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, map_location=None, weights_only=None, **kwargs) -> "FlowLitModule":
         """The module of a checkpoint, from the file alone (the flow rebuilt from ``model_config``), in
-        eval mode on ``map_location`` (default: the CPU); see :func:`cincflow.training.loading.load_module`.
-        ``weights_only`` is accepted for Lightning's signature: checkpoints are read in full."""
-        from .loading import load_module  # loading builds on this class
-
+        eval mode on ``map_location`` (default: the CPU). ``weights_only`` is accepted for Lightning's
+        signature: checkpoints are read in full."""
         if kwargs:
             raise TypeError(f"FlowLitModule.load_from_checkpoint takes no {', '.join(kwargs)}: the checkpoint has everything")
-        return load_module(checkpoint_path, device=str(map_location or "cpu"))
+        return restore_module(cls, resolve_ckpt_path(checkpoint_path)).to(str(map_location or "cpu"))

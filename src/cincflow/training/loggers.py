@@ -19,12 +19,12 @@ from urllib.parse import urlparse
 
 import csv
 
-from hydra.utils import instantiate
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..targets import build
 
 class _AppendingWriter(ExperimentWriter):
     """Appends to an existing metrics.csv (Lightning's writer deletes it) and starts from its
@@ -119,39 +119,33 @@ def wandb_offline_reason(configured_offline: bool = False) -> str | None:
 
 
 def is_wandb_config(cfg: Any) -> bool:
-    return isinstance(cfg, (dict, DictConfig)) and cfg.get("_target_") in WANDB_TARGETS
+    return isinstance(cfg, dict) and cfg.get("_target_") in WANDB_TARGETS
 
 
-def instantiate_loggers(logger_cfg: DictConfig | None, wandb_resume_id: str | None = None) -> list[Logger]:
-    """Instantiate every logger of the ``logger`` group (a mapping name -> config)."""
+def instantiate_loggers(logger_cfg: dict | None, wandb_resume_id: str | None = None) -> list[Logger]:
+    """Every logger of the ``logger`` group (a plain mapping name -> ``_target_`` config)."""
     loggers: list[Logger] = []
-    if not logger_cfg:
-        return loggers
-    for name, lg_cfg in logger_cfg.items():
-        if not isinstance(lg_cfg, DictConfig) or "_target_" not in lg_cfg:
+    for lg_cfg in (logger_cfg or {}).values():
+        if not isinstance(lg_cfg, dict) or "_target_" not in lg_cfg:
             continue
-        lg_cfg = OmegaConf.create(OmegaConf.to_container(lg_cfg, resolve=True))
+        lg_cfg = dict(lg_cfg)
         if is_wandb_config(lg_cfg):
             reason = wandb_offline_reason(bool(lg_cfg.get("offline", False)))
             if reason == "disabled":
                 _say_once("wandb-disabled", "W&B logging disabled (WANDB_MODE=disabled); the other loggers and metrics.json still record the run.")
                 continue
-            with open_dict(lg_cfg):
-                if reason is not None:
-                    lg_cfg.offline = True
-                    lg_cfg.log_model = False
-                    lg_cfg.mode = "offline"  # explicit: wandb's settings may predate WANDB_MODE
-                if wandb_resume_id and not lg_cfg.get("id"):
-                    lg_cfg.id = wandb_resume_id
-                    lg_cfg.resume = "allow"
-            os.makedirs(lg_cfg.save_dir, exist_ok=True)
+            if reason is not None:  # mode explicit: wandb's settings may predate WANDB_MODE
+                lg_cfg.update(offline=True, log_model=False, mode="offline")
+            if wandb_resume_id and not lg_cfg.get("id"):
+                lg_cfg.update(id=wandb_resume_id, resume="allow")
+            os.makedirs(lg_cfg["save_dir"], exist_ok=True)
             if reason is not None:
                 _say_once(
                     "wandb-offline",
-                    f"W&B: logging offline ({reason}); run folder under {lg_cfg.save_dir}/wandb/, "
+                    f"W&B: logging offline ({reason}); run folder under {lg_cfg['save_dir']}/wandb/, "
                     "upload it later with `wandb sync <run folder>`."
                 )
-        loggers.append(instantiate(lg_cfg))
+        loggers.append(build(lg_cfg))
     return loggers
 
 

@@ -4,24 +4,26 @@ is one line ``error: ...`` on stderr and exit status 2, and no folder is made.
 
 * a single run: the whole configuration (:func:`cincflow.config.validate`) and, for training, the
   data (there, readable, large enough for its held-out splits) and the model's sizes against it;
+  the DataModule it built goes to the job (:mod:`cincflow.config.handoff`), the sizes taken from the
+  data are written into ``model``, and ``_checked_: true`` tells the job not to check again;
 * a multirun (Hydra's basic sweeper, jobs launched on this machine): every job's configuration,
   composed as the sweeper will compose it, the same way, before the first job starts (each distinct
   data config is read once). Jobs a launcher plugin runs elsewhere (e.g. on a cluster's nodes,
-  whose files this machine may not see) are checked where they start.
-
-The jobs run the same checks again (for callers of :mod:`cincflow.jobs` that bypass Hydra)."""
+  whose files this machine may not see) and jobs another sweeper chooses as it goes check
+  themselves where they start."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..errors import ConfigError, find_user_error, one_line, report_errors
-from .checks import check_creatable, validate
-from .schema import plain
+from ...errors import ConfigError, find_user_error, one_line, report_errors
+from .. import handoff
+from ..checks import check_creatable, validate
+from ..data import DATA_KEYS, ood_data_configs, ood_datamodule, prepared_data
+from ..schema import plain
 
 FIX = "choose another folder with hydra.run.dir=..., hydra.sweep.dir=... or paths.log_dir=..."
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -29,21 +31,31 @@ BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 SCRIPTS = ("train", "eval", "sample")
 
 
-def check_launch(cfg: DictConfig, script: str, output_dir: str, data_seen: set[str] | None = None) -> None:
-    """:func:`validate` ``cfg``; for training also the data and the model's sizes against it
-    (on global rank 0; skipped for a data config already in ``data_seen``, which it joins)."""
+def check_launch(cfg: DictConfig, script: str, output_dir: str, data_seen: set[str] | None = None,
+                 single: bool = False) -> None:
+    """:func:`validate` ``cfg``; for training also the data and the model's sizes against it (on global
+    rank 0; skipped for a data config already in ``data_seen``, which it joins). ``single``: the launch
+    of one run, whose job gets the DataModule and the model's sizes (written into ``cfg.model``)."""
     validate(cfg, script, output_dir=output_dir)
+    if script == "eval" and rank_zero_only.rank == 0:
+        for name, config in ood_data_configs(cfg).items():  # each read (test split) before the folder
+            datamodule = ood_datamodule(name, config, cfg.get("batch_size"))
+            if single:
+                handoff.keep(f"ood:{name}", config, datamodule)
     if script != "train" or rank_zero_only.rank != 0 or not isinstance(cfg.get("data"), DictConfig):
         return
-    from ..jobs.common import prepared_data
-
-    trial = {"data": plain(cfg.data), "model": plain(cfg.model)}  # a copy: the job fills in its own
-    key = json.dumps(trial, sort_keys=True, default=str)
+    trial = OmegaConf.create({"data": plain(cfg.data), "model": plain(cfg.model)})  # the job's stay as they are
+    key = handoff.key_of(plain(trial))
     if data_seen is not None and key in data_seen:
         return
-    prepared_data(OmegaConf.create(trial))
+    datamodule = prepared_data(trial)
     if data_seen is not None:
         data_seen.add(key)
+    if single:
+        handoff.keep("data", plain(cfg.data), datamodule)
+        with open_dict(cfg.model):
+            for size in DATA_KEYS:
+                cfg.model[size] = trial.model[size]
 
 
 def sweep_job_configs(config: DictConfig) -> list[tuple[list[str], DictConfig]]:
@@ -63,11 +75,17 @@ class CheckInputs(Callback):
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         """A single run: the whole configuration, with the run folder Hydra is about to create."""
         if config_name in SCRIPTS:
-            report_errors(lambda cfg: check_launch(cfg, config_name, output_dir=cfg.hydra.run.dir), config)
+            report_errors(self._check_run, config, config_name)
+
+    @staticmethod
+    def _check_run(config: DictConfig, config_name: str) -> None:
+        check_launch(config, config_name, output_dir=config.hydra.run.dir, single=True)
+        with open_dict(config):
+            config._checked_ = True  # the job skips what was checked here
 
     def on_multirun_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         """A sweep: its folder, then every job's configuration before the first job starts."""
-        report_errors(lambda cfg: self._check_sweep(cfg, config_name), config)
+        report_errors(self._check_sweep, config, config_name)
 
     @staticmethod
     def _check_sweep(config: DictConfig, config_name: str | None) -> None:

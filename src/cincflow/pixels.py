@@ -12,9 +12,10 @@ import math
 import torch
 
 
-def _check_bits(n_bits: int) -> None:
-    if not 1 <= n_bits <= 8:
-        raise ValueError(f"n_bits must be between 1 and 8, got {n_bits}")
+def check_bits(n_bits: int) -> None:
+    """A ValueError unless ``n_bits`` is an integer from 1 to 8."""
+    if isinstance(n_bits, bool) or not isinstance(n_bits, int) or not 1 <= n_bits <= 8:
+        raise ValueError(f"n_bits must be an integer from 1 to 8, got {n_bits!r}")
 
 
 def preprocess(
@@ -30,7 +31,7 @@ def preprocess(
     noise on every device), else from torch's global generator."""
     if x.dtype != torch.uint8:
         raise TypeError(f"preprocess expects uint8 images (0..255), got {x.dtype}: convert with .to(torch.uint8)")
-    _check_bits(n_bits)
+    check_bits(n_bits)
     n_bins = 2**n_bits
     x = torch.div(x, 2 ** (8 - n_bits), rounding_mode="floor").to(dtype)
     x = x / n_bins - 0.5
@@ -53,7 +54,7 @@ def dequantized(x: torch.Tensor, n_bits: int, seed: int, like: torch.Tensor | No
 
 def postprocess(x: torch.Tensor, n_bits: int = 8) -> torch.Tensor:
     """Model space -> uint8 [B, C, H, W] (the bin of each value, scaled back to 0..255)."""
-    _check_bits(n_bits)
+    check_bits(n_bits)
     n_bins = 2**n_bits
     bins = torch.floor((x + 0.5) * n_bins).nan_to_num(0.0).clamp(0, n_bins - 1)
     return (bins * 2 ** (8 - n_bits)).to(torch.uint8)
