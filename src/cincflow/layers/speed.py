@@ -20,14 +20,16 @@ from collections.abc import Callable, Hashable
 import torch
 
 from ..timing import wall_time
+from .causal import reach_rows
 
 
 def substitution_macs(c: int, h: int, w: int, k: int, tile: int) -> float:
     """Multiply-adds per image of the tile wavefront with b x b tiles: per tile, one n x n product for
-    the unpacking and one per neighbour tap, n = b * b * C."""
+    the unpacking and one (hi - lo) x n product per neighbour tap (:func:`reach_rows`), n = b * b * C."""
     n, tiles = tile * tile * c, math.ceil(h / tile) * math.ceil(w / tile)
     kt = math.ceil((k - 1) / tile) + 1
-    return tiles * n * n * kt * kt
+    halo = sum(hi - lo for lo, hi in (reach_rows(k, tile, c, p, q) for p in range(kt) for q in range(kt) if p or q))
+    return tiles * n * (n + halo)
 
 
 def kernel_macs(c: int, h: int, w: int) -> dict[str, float]:
