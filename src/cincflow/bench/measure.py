@@ -118,10 +118,10 @@ def free_inverse(model: nn.Module, run: Callable[[], object]) -> Callable[[], ob
     return replay
 
 
-def cold_call(solver: str, dtype: str, n: int, c: int, size: int, threads: int | None, device: str = "cpu") -> dict:
-    """The first and a warm inverse of a fresh CInC layer, n x c x size x size, in a fresh Python
-    process (:mod:`cincflow.bench.cold`): ``{"cold_s": ..., "warm_s": ...}``."""
-    cmd = [sys.executable, "-m", "cincflow.bench.cold", solver, dtype, str(n), str(c), str(size), str(threads or 0), device]
+def cold_call(solver: str, dtype: str, n: int, c: int, size: int, threads: int | None, device: str = "cpu", conv: str = "cinc") -> dict:
+    """The first and a warm inverse of a fresh CInC (or Emerging) layer, n x c x size x size, in a fresh
+    Python process (:mod:`cincflow.bench.cold`): ``{"cold_s": ..., "warm_s": ...}``."""
+    cmd = [sys.executable, "-m", "cincflow.bench.cold", solver, dtype, str(n), str(c), str(size), str(threads or 0), device, conv]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=os.environ.copy())
     if proc.returncode != 0:
         raise RuntimeError(f"cold-call measurement failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")

@@ -28,8 +28,12 @@ class ActNorm(nn.Module):
     def is_initialized(self) -> bool:
         """``bool(self.initialized)``, re-read only when the buffer is another tensor or its version
         counter moved (``fill_``, ``copy_``, ``load_state_dict``, ``.to()``); an edit through ``.data``
-        is not seen. (An inference-mode flag has no version counter: read every time.)"""
+        is not seen. (An inference-mode flag has no version counter: read every time.) Inside a
+        compiled graph the last value read is used (:func:`cincflow.compiled.compile_flow` reads
+        every flag before each compiled call), so that reading it breaks no graph."""
         flag, seen = self.initialized, self._seen
+        if torch.compiler.is_compiling() and seen is not None:
+            return seen[2]
         if flag.is_inference():
             return bool(flag)
         if seen is None or seen[0] is not flag or seen[1] != flag._version:

@@ -54,8 +54,8 @@ class WavefrontPlan(NamedTuple):
     x_t = u_t + sum_{(P, Q) != 0} x_{t - (P, Q)} (-M[P, Q] A^-1),  u_t = (y - bias)_t A^-1.
     Only the entries of the neighbour tile t - (P, Q) within k - 1 pixels of tile t reach it (the
     others' rows of M[P, Q] are zero by the kernel's support): ``rows`` keeps, per tap, the range
-    [lo, hi) of entries that holds them, and ``halo`` those rows only (e.g. b = 2, k = 3: 24, 36
-    and 12 of 48 rows for the taps (1, 0), (0, 1), (1, 1)).
+    [lo, hi) of entries that holds them, and ``halo`` those rows only (b = 2, k = 2: 24, 36 and 12
+    of 48 rows for the taps (1, 0), (0, 1), (1, 1); with b = k - 1 every entry reaches).
     """
 
     tile: int
