@@ -7,7 +7,8 @@ channel, and so is the zero conv's output scale, conv(x; W, b) * e = conv(x; e W
 e = exp(3 logs): the same function of the same parameters (the state dict is unchanged), without the
 elementwise passes over the width-channel activations and their backward. Inside, the activations are
 channels-last (NHWC), oneDNN's native CPU layout (about 2x faster convolutions than NCHW at width 64
-here); the output comes back in the standard layout.
+here); the output comes back in the standard layout and in the input's dtype (under bf16 autocast
+the network computes in bf16, the coupling's update and log-determinant in the flow's float32).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class ZeroConv2d(nn.Module):
         self.logscale_factor = logscale_factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return scaled_conv(x, self.conv, torch.exp(self.logs.view(-1) * self.logscale_factor))
+        """In x's dtype (under autocast too: a split prior's mean and log-std stay float32)."""
+        return scaled_conv(x, self.conv, torch.exp(self.logs.view(-1) * self.logscale_factor)).to(x.dtype)
 
 
 def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
@@ -73,4 +75,4 @@ class Conditioner(nn.Sequential):
         h = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         h = F.relu(conv_norm(h, conv1, norm1), inplace=True)
         h = F.relu(conv_norm(h, conv2, norm2), inplace=True)
-        return out(h).contiguous(memory_format=torch.contiguous_format)
+        return out(h).to(dtype=x.dtype, memory_format=torch.contiguous_format)
