@@ -22,14 +22,16 @@ from ..timing import wall_time
 
 def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
     """Median wall time (s) of each function over ``reps`` rounds after ``warmup`` rounds; every round
-    calls all of them once, in turn, so that a change of machine load hits them alike (CUDA synchronised)."""
+    calls all of them once, in turn, so that a change of machine load hits them alike (CUDA synchronised),
+    round r starting at the r-th function, so that none always runs right after the same other one."""
     for _ in range(warmup):
         for fn in fns.values():
             wall_time(fn, device)
     samples = {key: [] for key in fns}
-    for _ in range(reps):
-        for key, fn in fns.items():
-            samples[key].append(wall_time(fn, device))
+    keys = list(fns)
+    for r in range(reps):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            samples[key].append(wall_time(fns[key], device))
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
