@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, free_inverse
+from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, compare, free_inverse, normflows
+from cincflow.bench.speed_report import TARGETS as SPEED_TARGETS
 from cincflow.layers.step import CONVS
 from cincflow.layers import solvers
 from cli import run_cases
@@ -66,3 +67,23 @@ def test_benchmark_runs_end_to_end_and_writes_valid_json(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert md in proc["stdout"] and "| cinc | quad |" in md and "Targets" in md and "Even with free solves" in md
     assert "First (cold) call" in md and "| 12x4x4 | 4 | float64 |" in md
+    speed = result["speed"]  # issue #22's suite, at the tiny size without normflows (no network in tests)
+    assert speed["compare"]["normflows"] is None and [r["model"] for r in speed["compare"]["rows"]] == list(compare.CONVS)
+    assert all(r["over_normflows"] is None and min(r["seconds"].values()) > 0 for r in speed["compare"]["rows"])
+    assert {(r["conv"], r["dtype"]) for r in speed["solvers"]} == {(c, d) for c in ("cinc", "emerging") for d in ("float32", "float64")}
+    for r in speed["solvers"]:
+        assert max(r["error"].values()) < 1e-4 and r["best_solver"] in ("tiled", "wavefront", "kernel")
+        assert set(r["auto_picks"].split("/")) <= {"tiled", "wavefront", "kernel"}
+        assert r["auto_over_best"] == r["inverse_s"]["auto"] / r["inverse_s"][r["best_solver"]]
+    assert {(r["conv"], r["coupling"]) for r in speed["throughput"]} == {(c, k) for c in CONVS for k in ("affine", "additive", "quad")}
+    assert {t["target"] for t in result["speed_targets"]} == {"cinc_sampling_over_glow", "inverse_over_sequential", "auto_over_best"}
+    assert {t["target"] for t in result["speed_targets"]} <= set(SPEED_TARGETS)
+    assert "normflows (not installed: its column is skipped)" in md and "| cinc | 12x4x4 | float64 | 4 |" in md
+
+
+def test_normflows_reference_is_skipped_with_a_reason_when_it_cannot_be_installed(monkeypatch):
+    """No pip, no network: the comparison says why and runs without the reference column."""
+    lines = []
+    monkeypatch.setattr(normflows.sys, "executable", "/nonexistent/python")
+    assert normflows.install(log=lines.append) is None
+    assert len(lines) == 1 and "not installed" in lines[0] and "skipped" in lines[0]

@@ -16,10 +16,14 @@ hits them alike), one warm-up round, then the median of ``reps`` rounds; CUDA sy
 
 Modules: :mod:`.measure` (timing, memory, free solves, cold calls), :mod:`.models`, :mod:`.suite`
 (what is measured), :mod:`.report` (targets, markdown), :mod:`.cold` (the fresh-process first call).
+Issue #22's suite: :mod:`.speed_suite` with :mod:`.compare` (against normflows, :mod:`.normflows`),
+:mod:`.solver_table`, :mod:`.throughput`, :mod:`.speed_report` (targets, markdown); profiler tables:
+:mod:`.profile`; bf16-mixed against float32: :mod:`.mixed_precision`.
 """
+from . import speed_suite
 from .measure import free_inverse
 from .models import build_model
 from .report import COUPLINGS, TARGETS, markdown, write
 from .suite import SIZES, run
 
-__all__ = ["COUPLINGS", "SIZES", "TARGETS", "build_model", "free_inverse", "markdown", "run", "write"]
+__all__ = ["COUPLINGS", "SIZES", "TARGETS", "build_model", "free_inverse", "markdown", "run", "speed_suite", "write"]

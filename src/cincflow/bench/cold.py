@@ -1,6 +1,6 @@
-"""The first (cold) inverse of a fresh CInC layer in this fresh process, and a warm one:
+"""The first (cold) inverse of a fresh CInC (or Emerging) layer in this fresh process, and a warm one:
 
-    python -m cincflow.bench.cold <solver> <float32|float64> <n> <channels> <size> [threads] [device]
+    python -m cincflow.bench.cold <solver> <float32|float64> <n> <channels> <size> [threads] [device] [cinc|emerging]
 
 prints one JSON line ``{"cold_s": ..., "warm_s": ...}``: the time of the first ``layer.inverse`` (which
 makes every decision and precomputation: speed probes, plans, the inverse kernel, ``auto``'s accuracy
@@ -15,13 +15,17 @@ import sys
 import torch
 
 from ..layers.cinc import CInCConv
+from ..layers.emerging import EmergingConv
 from ..timing import torch_threads, wall_time
 
 
-def measure(solver: str, dtype: torch.dtype, n: int, channels: int, size: int, device: str = "cpu") -> dict:
+LAYERS = {"cinc": CInCConv, "emerging": EmergingConv}
+
+
+def measure(solver: str, dtype: torch.dtype, n: int, channels: int, size: int, device: str = "cpu", conv: str = "cinc") -> dict:
     dev = torch.device(device)
     torch.manual_seed(0)
-    layer = CInCConv(channels, solver=solver).to(dev, dtype)
+    layer = LAYERS[conv](channels, solver=solver).to(dev, dtype)
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(0.003 * torch.randn_like(p))
@@ -35,8 +39,9 @@ def main(argv: list[str]) -> None:
     solver, dtype, n, channels, size = argv[:5]
     threads = int(argv[5]) if len(argv) > 5 else 1
     device = argv[6] if len(argv) > 6 else "cpu"
+    conv = argv[7] if len(argv) > 7 else "cinc"
     with torch_threads(threads):
-        print(json.dumps(measure(solver, getattr(torch, dtype), int(n), int(channels), int(size), device)))
+        print(json.dumps(measure(solver, getattr(torch, dtype), int(n), int(channels), int(size), device, conv)))
 
 
 if __name__ == "__main__":

@@ -22,14 +22,16 @@ from ..timing import wall_time
 
 def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
     """Median wall time (s) of each function over ``reps`` rounds after ``warmup`` rounds; every round
-    calls all of them once, in turn, so that a change of machine load hits them alike (CUDA synchronised)."""
+    calls all of them once, in turn, so that a change of machine load hits them alike (CUDA synchronised),
+    round r starting at the r-th function, so that none always runs right after the same other one."""
     for _ in range(warmup):
         for fn in fns.values():
             wall_time(fn, device)
     samples = {key: [] for key in fns}
-    for _ in range(reps):
-        for key, fn in fns.items():
-            samples[key].append(wall_time(fn, device))
+    keys = list(fns)
+    for r in range(reps):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            samples[key].append(wall_time(fns[key], device))
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
@@ -118,10 +120,10 @@ def free_inverse(model: nn.Module, run: Callable[[], object]) -> Callable[[], ob
     return replay
 
 
-def cold_call(solver: str, dtype: str, n: int, c: int, size: int, threads: int | None, device: str = "cpu") -> dict:
-    """The first and a warm inverse of a fresh CInC layer, n x c x size x size, in a fresh Python
-    process (:mod:`cincflow.bench.cold`): ``{"cold_s": ..., "warm_s": ...}``."""
-    cmd = [sys.executable, "-m", "cincflow.bench.cold", solver, dtype, str(n), str(c), str(size), str(threads or 0), device]
+def cold_call(solver: str, dtype: str, n: int, c: int, size: int, threads: int | None, device: str = "cpu", conv: str = "cinc") -> dict:
+    """The first and a warm inverse of a fresh CInC (or Emerging) layer, n x c x size x size, in a fresh
+    Python process (:mod:`cincflow.bench.cold`): ``{"cold_s": ..., "warm_s": ...}``."""
+    cmd = [sys.executable, "-m", "cincflow.bench.cold", solver, dtype, str(n), str(c), str(size), str(threads or 0), device, conv]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=os.environ.copy())
     if proc.returncode != 0:
         raise RuntimeError(f"cold-call measurement failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")

@@ -176,7 +176,24 @@ def _layers(result: dict) -> list[str]:
 
 
 def markdown(result: dict) -> str:
-    """The result as markdown tables (models, conv layers, single layer, first calls, targets, the papers' numbers)."""
+    """The result as markdown: the sampling suite's tables (models, conv layers, single layer, first
+    calls, targets, the papers' numbers) and issue #22's (:mod:`.speed_report`), those that ran."""
+    from .speed_report import markdown as speed_markdown  # noqa: PLC0415 - speed_report imports this module
+
+    parts = [_sampling_markdown(result)] if "models" in result else [_meta_line(result) + "\n"]
+    if "speed" in result:
+        parts.append(speed_markdown(result["speed"], result["speed_targets"]))
+    return "\n".join(parts)
+
+
+def _meta_line(result: dict) -> str:
+    meta, mach = result["meta"], result["meta"]["machine"]
+    where = mach.get("gpu") or mach.get("cpu_model") or mach["processor"]
+    return (f"Benchmark `{meta['size']}` ({meta['suite']}): machine {where}, {mach['cpu_count']} CPUs, {mach['torch_threads']} torch "
+            f"thread(s), device {mach['device']}, torch {mach['torch']}; {meta['date']}; took {meta.get('speed_seconds', meta['seconds']):.0f} s.")
+
+
+def _sampling_markdown(result: dict) -> str:
     meta, cfg, mach = result["meta"], result["meta"]["config"], result["meta"]["machine"]
     where = mach.get("gpu") or mach.get("cpu_model") or mach["processor"]
     lines = [

@@ -52,12 +52,25 @@ class WavefrontPlan(NamedTuple):
     On the tile grid the layer is y_t = sum_{(P, Q)} x_{t - (P, Q)} M[P, Q], (P, Q) in [0, kt)^2 with
     kt = ceil((k - 1) / b) + 1, and M[0, 0] = A upper-triangular (raster order). Hence
     x_t = u_t + sum_{(P, Q) != 0} x_{t - (P, Q)} (-M[P, Q] A^-1),  u_t = (y - bias)_t A^-1.
+    Only the entries of the neighbour tile t - (P, Q) within k - 1 pixels of tile t reach it (the
+    others' rows of M[P, Q] are zero by the kernel's support): ``rows`` keeps, per tap, the range
+    [lo, hi) of entries that holds them, and ``halo`` those rows only (b = 2, k = 2: 24, 36 and 12
+    of 48 rows for the taps (1, 0), (0, 1), (1, 1); with b = k - 1 every entry reaches).
     """
 
     tile: int
-    taps: tuple[tuple[int, int], ...]  # the (P, Q) != (0, 0), in the order of ``halo``
-    unpack: torch.Tensor  # [n, C, b, b]: conv2d(y, unpack, stride=b) = tiles(y) A^-1, channels-first
-    halo: torch.Tensor  # [len(taps), n, n]: -M[P, Q] A^-1 for each tap
+    taps: tuple[tuple[int, int], ...]  # the (P, Q) != (0, 0)
+    rows: tuple[tuple[int, int], ...]  # per tap: [lo, hi) of the neighbour's entries that reach the tile
+    unpack: torch.Tensor  # [n, C, b, b], channels-last: conv2d(y, unpack, stride=b) = tiles(y) A^-1
+    halo: tuple[torch.Tensor, ...]  # per tap: (-M[P, Q] A^-1)[lo:hi], [hi - lo, n]
+
+
+def _offsets(k: int, b: int, device) -> tuple[torch.Tensor, int]:
+    """off[P, r, r'] = P b + r' - r, the pixel offset from entry row r of tile row t - P to entry
+    row r' of tile row t (the same for columns), and kt."""
+    kt = -(-(k - 1) // b) + 1
+    rows = torch.arange(b, device=device)
+    return torch.arange(kt, device=device)[:, None, None] * b + rows[None, None, :] - rows[None, :, None], kt
 
 
 def tile_matrices(weight: torch.Tensor, tile: int) -> torch.Tensor:
@@ -65,14 +78,21 @@ def tile_matrices(weight: torch.Tensor, tile: int) -> torch.Tensor:
     input entry (r, c, i) of tile t - (P, Q) reaches output entry (r', c', o) of tile t at the pixel
     offset (dy, dx) = (P b + r' - r, Q b + c' - c), through W[o, i, k-1-dy, k-1-dx] if 0 <= dy, dx < k."""
     k, b = weight.shape[-1], tile
-    kt = -(-(k - 1) // b) + 1
-    rows = torch.arange(b, device=weight.device)
-    off = torch.arange(kt, device=weight.device)[:, None, None] * b + rows[None, None, :] - rows[None, :, None]  # [P, r, r']
+    off, kt = _offsets(k, b, weight.device)
     dy, dx = off[:, None, :, None, :, None], off[None, :, None, :, None, :]  # -> [P, Q, r, c, r', c']
     inside = ((dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)).to(weight.dtype)
     taps = weight[:, :, (k - 1 - dy).clamp(0, k - 1), (k - 1 - dx).clamp(0, k - 1)] * inside  # [o, i, P, Q, r, c, r', c']
     n = b * b * weight.shape[0]
     return taps.permute(2, 3, 4, 5, 1, 6, 7, 0).reshape(kt, kt, n, n)
+
+
+def reach_rows(k: int, tile: int, channels: int, p: int, q: int) -> tuple[int, int]:
+    """[lo, hi): the smallest range of entries of tile t - (p, q) holding every entry that reaches
+    tile t (some 0 <= offset < k in both directions, see :func:`tile_matrices`)."""
+    off, _ = _offsets(k, tile, None)
+    reach = ((off >= 0) & (off < k)).any(2)  # [P, r]: row r of tile row t - P reaches tile row t
+    used = (reach[p][:, None] & reach[q][None, :]).repeat_interleave(channels, 1).flatten().nonzero()
+    return int(used[0]), int(used[-1]) + 1
 
 
 def wavefront_plan(weight: torch.Tensor, tile: int) -> WavefrontPlan:
@@ -86,9 +106,10 @@ def wavefront_plan(weight: torch.Tensor, tile: int) -> WavefrontPlan:
     eye = torch.eye(n, dtype=w64.dtype, device=w64.device)
     a_inv = torch.linalg.solve_triangular(m[0, 0], eye, upper=True)
     taps = tuple((p, q) for p in range(kt) for q in range(kt) if (p, q) != (0, 0))
-    halo = -torch.stack([m[p, q] for p, q in taps]) @ a_inv if taps else w64.new_zeros(0, n, n)
+    rows = tuple(reach_rows(k, b, c, p, q) for p, q in taps)
+    halo = tuple((-m[p, q][lo:hi] @ a_inv).to(weight.dtype) for (p, q), (lo, hi) in zip(taps, rows))
     unpack = a_inv.T.reshape(n, b, b, c).permute(0, 3, 1, 2)
-    return WavefrontPlan(b, taps, unpack.to(weight.dtype), halo.to(weight.dtype))
+    return WavefrontPlan(b, taps, rows, unpack.to(weight.dtype).contiguous(memory_format=torch.channels_last), halo)
 
 
 def wavefront_solve(y: torch.Tensor, plan: WavefrontPlan, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -96,8 +117,11 @@ def wavefront_solve(y: torch.Tensor, plan: WavefrontPlan, bias: torch.Tensor | N
 
     Tiles live in a skewed buffer z[diagonal, tile row, image, n] (tile (i, j) at diagonal i + j,
     row i), so the tiles of one anti-diagonal, and each of their neighbours (P, Q), form a contiguous
-    [rows * B, n] matrix: a step is one in-place matrix product-accumulate per tap, no gathers. The
-    image is padded bottom/right to whole tiles, which cannot change the solution (causality).
+    [rows * B, n] matrix (of which a tap reads the columns [lo, hi)): a step is one in-place matrix
+    product-accumulate per tap, no gathers. The image is padded bottom/right to whole tiles, which
+    cannot change the solution (causality). Copies in and out of z move whole tile vectors: u comes
+    channels-last from the convolution (its weight is), x is read out channels-last, then returned
+    contiguous (channels-last if y is not contiguous).
     """
     bsz, c, h, w = y.shape
     b, n = plan.tile, plan.unpack.shape[0]
@@ -105,25 +129,29 @@ def wavefront_solve(y: torch.Tensor, plan: WavefrontPlan, bias: torch.Tensor | N
     if (ht * b, wt * b) != (h, w):
         y = F.pad(y, (0, wt * b - w, 0, ht * b - h))
     shift = -(plan.unpack.sum((2, 3)) @ bias) if bias is not None else None
-    u = F.conv2d(y, plan.unpack, shift, stride=b)  # [B, n, ht, wt]
+    u = F.conv2d(y, plan.unpack, shift, stride=b)  # [B, n, ht, wt], channels-last
     e = max((p for p, _ in plan.taps), default=0)  # tile rows reached back (= columns)
     z = y.new_zeros(ht + wt - 1 + 2 * e, ht + e, bsz, n)
     sd, sr, sb, _ = z.stride()
-    tiles = z.as_strided((bsz, n, ht, wt), (sb, 1, sd + sr, sd), z.storage_offset() + 2 * e * sd + e * sr)
-    tiles.copy_(u)
-    copy_operands = torch.is_grad_enabled() and (u.requires_grad or plan.halo.requires_grad)  # z changes in place
+    base = z.storage_offset() + 2 * e * sd + e * sr  # tile (0, 0)
+    z.as_strided((bsz, n, ht, wt), (sb, 1, sd + sr, sd), base).copy_(u)
+    copy_operands = torch.is_grad_enabled() and (u.requires_grad or any(t.requires_grad for t in plan.halo))  # z changes in place
+
+    def block(diagonal: int, row: int, rows: int, lo: int, hi: int) -> torch.Tensor:
+        """z[diagonal, row : row + rows, :, lo:hi] as a [rows * B, hi - lo] matrix (2e, e: the margins)."""
+        return z.as_strided((rows * bsz, hi - lo), (n, 1), base + diagonal * sd + row * sr + lo)
+
     for d in range(ht + wt - 1) if plan.taps else ():
         i0 = max(0, d - wt + 1)
         rows = min(d, ht - 1) - i0 + 1
-        r0 = e + i0
-        out = z[2 * e + d, r0 : r0 + rows].view(rows * bsz, n)
-        for (p, q), block in zip(plan.taps, plan.halo):
-            src = z[2 * e + d - p - q, r0 - p : r0 - p + rows].view(rows * bsz, n)
-            out.addmm_(src.clone() if copy_operands else src, block)
-    x = tiles.permute(0, 2, 3, 1)  # [B, ht, wt, n]
-    if b > 1:
-        x = x.reshape(bsz, ht, wt, b, b, c).transpose(2, 3).reshape(bsz, ht * b, wt * b, c)
-    return x[:, :h, :w].permute(0, 3, 1, 2).contiguous()
+        out = block(d, i0, rows, 0, n)
+        for (p, q), (lo, hi), halo in zip(plan.taps, plan.rows, plan.halo):
+            src = block(d - p - q, i0 - p, rows, lo, hi)
+            out.addmm_(src.clone() if copy_operands else src, halo)
+    x = y.new_empty(bsz, ht * b, wt * b, c)  # [B, H, W, C]
+    x.view(bsz, ht, b, wt, b, c).copy_(z.as_strided((bsz, ht, b, wt, b, c), (sb, sd + sr, b * c, sd, c, 1), base))
+    layout = torch.contiguous_format if y.is_contiguous() else torch.channels_last
+    return x[:, :h, :w].permute(0, 3, 1, 2).contiguous(memory_format=layout)
 
 
 # --- inverse kernel --------------------------------------------------------------------------------

@@ -1,11 +1,29 @@
 """The coupling conditioner network (Glow): conv3x3 -> ActNorm -> ReLU -> conv1x1 -> ActNorm ->
-ReLU -> zero-initialised conv3x3, [B, C_in, H, W] -> [B, C_out, H, W] ("same" padding)."""
+ReLU -> zero-initialised conv3x3, [B, C_in, H, W] -> [B, C_out, H, W] ("same" padding).
+
+Evaluated as three convolutions and two ReLUs: an ActNorm after a convolution is folded into its
+weights, ActNorm(conv(x; W, b)) = conv(x; s W, s (b + loc)) with s = exp(log_scale) per output
+channel, and so is the zero conv's output scale, conv(x; W, b) * e = conv(x; e W, e b) with
+e = exp(3 logs): the same function of the same parameters (the state dict is unchanged), without the
+elementwise passes over the width-channel activations and their backward. Inside, the activations are
+channels-last (NHWC), oneDNN's native CPU layout (about 2x faster convolutions than NCHW at width 64
+here); the output comes back in the standard layout and in the input's dtype (under bf16 autocast
+the network computes in bf16, the coupling's update and log-determinant in the flow's float32).
+"""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .actnorm import ActNormFeatures
+
+
+def scaled_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """conv(x) * scale + shift * scale (per output channel, [C_out]) as one convolution."""
+    bias = conv.bias if shift is None else (shift if conv.bias is None else conv.bias + shift)
+    weight = conv.weight * scale.view(-1, 1, 1, 1)
+    return F.conv2d(x, weight, None if bias is None else bias * scale, conv.stride, conv.padding)
 
 
 class ZeroConv2d(nn.Module):
@@ -20,11 +38,24 @@ class ZeroConv2d(nn.Module):
         self.logscale_factor = logscale_factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) * torch.exp(self.logs * self.logscale_factor)
+        """In x's dtype (under autocast too: a split prior's mean and log-std stay float32)."""
+        return scaled_conv(x, self.conv, torch.exp(self.logs.view(-1) * self.logscale_factor)).to(x.dtype)
+
+
+def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
+    """norm(conv(x)) for an ActNormFeatures (folded into the convolution) or an Identity ``norm``;
+    the ActNorm's data-dependent initialisation on its first batch as in :class:`ActNorm`."""
+    if not isinstance(norm, ActNormFeatures):
+        return conv(x)
+    if not norm.is_initialized():
+        norm.initialize(conv(x))
+    return scaled_conv(x, conv, norm.log_scale.view(-1).exp(), norm.loc.view(-1))
 
 
 class Conditioner(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int, width: int, actnorm: bool = True):
+    """``channels_last``: NHWC activations inside (default); False keeps the input's layout."""
+
+    def __init__(self, in_channels: int, out_channels: int, width: int, actnorm: bool = True, channels_last: bool = True):
         def norm():
             return ActNormFeatures(width) if actnorm else nn.Identity()
 
@@ -37,3 +68,11 @@ class Conditioner(nn.Sequential):
             nn.ReLU(),
             ZeroConv2d(width, out_channels),
         )
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1, norm1, _, conv2, norm2, _, out = self
+        h = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        h = F.relu(conv_norm(h, conv1, norm1), inplace=True)
+        h = F.relu(conv_norm(h, conv2, norm2), inplace=True)
+        return out(h).to(dtype=x.dtype, memory_format=torch.contiguous_format)

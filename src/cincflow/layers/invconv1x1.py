@@ -3,6 +3,7 @@
 W = P L (U + diag(sign * exp(log_s))), P a fixed permutation, L unit lower-triangular, U strictly
 upper-triangular; y[:, :, i, j] = W x[:, :, i, j]. log|det| = H * W * sum(log_s). Free parameters:
 C(C-1)/2 (L) + C(C-1)/2 (U) + C (log_s) = C^2; the masks mark which stored entries are free.
+Forward and inverse run with autocast off: in the input's dtype (float32 under bf16-mixed training).
 """
 from __future__ import annotations
 
@@ -55,9 +56,11 @@ class InvConv1x1(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.lower.shape[0]
         check_images("InvConv1x1", x, c)
-        return F.conv2d(x, self.weight().view(c, c, 1, 1)), self._logdet(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(x, self.weight().view(c, c, 1, 1)), self._logdet(x)
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.lower.shape[0]
         check_images("InvConv1x1", y, c)
-        return F.conv2d(y, self.inverse_weight().view(c, c, 1, 1)), -self._logdet(y)
+        with torch.autocast(y.device.type, enabled=False):
+            return F.conv2d(y, self.inverse_weight().view(c, c, 1, 1)), -self._logdet(y)

@@ -13,7 +13,9 @@ rigorous bound on the relative forward error, and cond_inf * unit round-off, the
 solving; docs/method.md section 1). With ``fallback_tolerance`` set too, a float32 (or lower) solve
 whose bound exceeds it is redone in float64 and kept if its residual is smaller: the bound of the
 returned x is then cond_inf * residual_64 + u (its rounding back to y's dtype). Subclasses have a
-``bias`` [C]: forward and inverse check their input's channels and dtype against it.
+``bias`` [C]: forward and inverse check their input's channels and dtype against it. Both run with
+autocast off (in the input's dtype): under bf16-mixed training the flow itself and its log-determinants
+stay float32, only the coupling networks compute in bf16.
 """
 from __future__ import annotations
 
@@ -72,7 +74,8 @@ class QuarterPlaneConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_images(type(self).__name__, x, self.bias.shape[0])
-        return self._map(x), self._logdet(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._map(x), self._logdet(x)
 
     def condition_number(self, h: int, w: int) -> float:
         """cond_inf of the layer's matrix on an h x w grid: exact for one factor (CInC), the product of
@@ -81,10 +84,11 @@ class QuarterPlaneConv(nn.Module):
 
     def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_images(type(self).__name__, y, self.bias.shape[0])
-        x = self._solve(y)
-        if self.track_accuracy:
-            x = self._checked(x, y)
-        return x, -self._logdet(y)
+        with torch.autocast(y.device.type, enabled=False):
+            x = self._solve(y)
+            if self.track_accuracy:
+                x = self._checked(x, y)
+            return x, -self._logdet(y)
 
     @torch.no_grad()
     def _checked(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ interface: ``solver.solve(y, weight, bias, entries)``. ``entries`` is the dict o
 :class:`SolveCache` keeps for the current weight state (plans, inverse kernels, the condition number,
 ``auto``'s decision); ``None`` or ``{}`` caches nothing, and the call is then differentiable in y,
 weight and bias. The weight and bias are used in y's dtype (a float32 layer can be solved in float64).
-- ``tiled``: the tile wavefront on (k-1) x (k-1) tiles (:mod:`cincflow.layers.causal`);
+- ``tiled``: the tile wavefront on (k-1) x (k-1) tiles (2 x 2 for k = 2) (:mod:`cincflow.layers.causal`);
 - ``wavefront``: the same on single pixels, H + W - 1 steps (FInC's Algorithm 1);
 - ``kernel``: one convolution with the exact H x W inverse kernel G, by FFT or directly, whichever the
   speed table (:mod:`cincflow.layers.speed`) finds faster for the shape;
@@ -134,7 +134,8 @@ class Tiled(Solver):
     name = "tiled"
 
     def tile(self, kernel_size: int) -> int:
-        return max(1, kernel_size - 1)
+        """b = k - 1 (a tap reaches the neighbouring tiles only), at least 2."""
+        return max(2, kernel_size - 1)
 
     def solve(self, y, weight, bias=None, entries=None):
         entries = {} if entries is None else entries

@@ -1,16 +1,21 @@
 """How fast each inverse solver is on a given input shape: predicted from multiply-adds, measured
-only where the prediction cannot decide, on a slice of the batch, inside a fixed time budget.
+only where the prediction cannot decide, on slices of the batch, inside a time budget.
 
 The table is shared by every layer that uses it (the measurement depends only on the shape, dtype and
 device, not on the weights); whether a solver is accurate enough is each layer's own decision
-(:class:`cincflow.layers.solvers.Auto`). Rules, for the options of one key:
+(:class:`cincflow.layers.solvers.Auto`). Rules, for the options of one key, batch B:
 - an option whose multiply-add count is more than ``threshold`` times the smallest one is predicted to
   lose and never run (e.g. the direct H x W convolution of the inverse kernel at 32 x 32);
-- the others are timed on slices of s = max(1, B // 16) and 2 s images (one warm-up call that also
-  builds the precomputations, then the best of two calls at each size) and the time at the full batch
-  B is extrapolated linearly, t(B) = t(s) + (B - s) (t(2s) - t(s)) / s;
+- the others, fewest multiply-adds first, run once on one image (a warm-up that builds the
+  precomputations), then on s = ceil(B / 4) and 2s images, and the time at B is extrapolated linearly,
+  t(B) = t(2s) + (B - 2s) (t(2s) - t(s)) / s. Slices this large keep the per-call overheads, which
+  dominate a few images, from deciding (B / 16 and B / 8 did: a method that is cheap on 6 images
+  can be 8x slower on 100). An option slower on s images than the best prediction for B so far
+  cannot win and is not run on 2s;
 - once the probes of a key have taken ``budget_s`` seconds, the options not yet timed are predicted
   from their multiply-adds at the measured options' rate.
+So the probes of an option cost at most 3/4 of its time on the whole batch, and only the options
+that can still win pay all of it: the first call stays within 2 warm calls + 0.5 s.
 """
 from __future__ import annotations
 
@@ -20,14 +25,16 @@ from collections.abc import Callable, Hashable
 import torch
 
 from ..timing import wall_time
+from .causal import reach_rows
 
 
 def substitution_macs(c: int, h: int, w: int, k: int, tile: int) -> float:
     """Multiply-adds per image of the tile wavefront with b x b tiles: per tile, one n x n product for
-    the unpacking and one per neighbour tap, n = b * b * C."""
+    the unpacking and one (hi - lo) x n product per neighbour tap (:func:`reach_rows`), n = b * b * C."""
     n, tiles = tile * tile * c, math.ceil(h / tile) * math.ceil(w / tile)
     kt = math.ceil((k - 1) / tile) + 1
-    return tiles * n * n * kt * kt
+    halo = sum(hi - lo for lo, hi in (reach_rows(k, tile, c, p, q) for p in range(kt) for q in range(kt) if p or q))
+    return tiles * n * (n + halo)
 
 
 def kernel_macs(c: int, h: int, w: int) -> dict[str, float]:
@@ -66,19 +73,26 @@ class SpeedTable:
         if len(plausible) == 1:
             return plausible + losers
         batch = y.shape[0]
-        s1 = max(1, batch // 16)
+        s1 = -(-batch // 4)
         s2 = min(batch, 2 * s1)
         predicted, spent = {}, 0.0
+
+        def probe(name: str, images: int) -> float:
+            nonlocal spent
+            t = self.timer(lambda: run(name, y[:images]), y.device)
+            spent += t
+            return t
+
         for name in plausible:
             if spent > self.budget_s:
                 break
-            spent += self.timer(lambda: run(name, y[:s1]), y.device)  # warm-up, builds precomputations
-            t1a, t1b = (self.timer(lambda: run(name, y[:s1]), y.device) for _ in range(2))
-            t2a, t2b = (self.timer(lambda: run(name, y[:s2]), y.device) for _ in range(2)) if s2 > s1 else (t1a, t1b)
-            spent += t1a + t1b + t2a + t2b
-            t1, t2 = min(t1a, t1b), min(t2a, t2b)  # the best of two: one hiccup of a busy machine does not decide
-            slope = max(0.0, (t2 - t1) / (s2 - s1)) if s2 > s1 else t1 / s1
-            predicted[name] = t1 + slope * (batch - s1)
+            probe(name, 1)  # warm-up, builds the precomputations
+            t1 = probe(name, s1)
+            if s2 == s1 or t1 >= min(predicted.values(), default=math.inf):
+                predicted[name] = t1 * batch / s1  # s1 = B, or slower on s1 images than the best on B
+                continue
+            t2 = probe(name, s2)
+            predicted[name] = t2 + (batch - s2) * max(0.0, t2 - t1) / (s2 - s1)
         rate = min(predicted[n] / costs[n] for n in predicted)
         predicted |= {n: rate * costs[n] for n in plausible if n not in predicted}
         return sorted(plausible, key=predicted.get) + losers

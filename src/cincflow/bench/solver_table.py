@@ -1,0 +1,82 @@
+"""Issue #22's solver table: one CInC and one Emerging layer at each benchmarked shape and dtype, its
+forward pass, every exact solver (``tiled``, ``wavefront``, ``kernel``, the published ``sequential``
+raster scan) and ``auto`` (with the solver it chose, per factor for Emerging), warm and interleaved,
+and auto's first call in a fresh process.
+
+Per row: each solver's speed-up over ``sequential`` (target: the layer's inverse, ``auto``, >= 20x),
+the best inverse / forward (target <= 1.3 at 12x32x32 float32), auto / best (target <= 1.1) and
+auto's first call against 2 warm calls + 0.5 s (target <= 1).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..layers.cinc import CInCConv
+from ..layers.emerging import EmergingConv
+from ..layers.solvers import Auto, make_solver
+from .measure import cold_call, timed
+from .models import perturb
+
+CONVS = {"cinc": CInCConv, "emerging": EmergingConv}
+SHAPES = ((12, 16), (12, 32), (48, 16))  # (channels, side)
+DTYPES = ("float32", "float64")
+EXACT = ("tiled", "wavefront", "kernel")  # auto's candidates, each exact
+SEQUENTIAL = "sequential"
+
+
+def choices(layer, y: torch.Tensor) -> str:
+    """The solver ``auto`` decided for each factor of ``layer`` on inputs like ``y`` ("tiled" or, for
+    Emerging's two factors, "anticausal/causal")."""
+    names = [Auto.choice(y, f.cache.entries(f())) or "?" for f in layer.factors()]
+    return "/".join(dict.fromkeys(names)) if len(set(names)) == 1 else "/".join(names)
+
+
+@torch.no_grad()
+def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int, device: torch.device,
+              threads: int | None, cold: bool) -> dict:
+    """One layer at one shape and dtype (see the module docstring)."""
+    torch.manual_seed(0)
+    dt = getattr(torch, dtype)
+    layer = CONVS[conv](channels).to(device, dt)
+    perturb(layer)
+    x = torch.randn(n, channels, side, side, device=device, dtype=dt)
+    y, _ = layer(x)
+    solvers = {name: make_solver(name) for name in ("auto", *EXACT, SEQUENTIAL)}
+
+    def inverse(name: str) -> Callable[[], torch.Tensor]:
+        def run():
+            layer.solver = solvers[name]
+            return layer.inverse(y)[0]
+
+        return run
+
+    times = timed({"forward": lambda: layer(x)} | {name: inverse(name) for name in ("auto", *EXACT)}, device, reps)
+    times |= timed({SEQUENTIAL: inverse(SEQUENTIAL)}, device, max(1, reps // 4), warmup=0)
+    forward = times.pop("forward")
+    best = min(EXACT, key=times.get)
+    row = {
+        "conv": conv, "shape": [channels, side, side], "dtype": dtype, "images": n, "forward_s": forward, "inverse_s": times,
+        "auto_picks": choices(layer, y), "best_solver": best,
+        "error": {name: float((inverse(name)() - x).abs().max()) for name in solvers},
+        "over_sequential": {name: times[SEQUENTIAL] / times[name] for name in ("auto", *EXACT)},
+        "best_inverse_over_forward": times[best] / forward,
+        "auto_over_best": times["auto"] / times[best],
+    }
+    if cold:
+        row["auto_first_call"] = cold_call("auto", dtype, n, channels, side, threads, str(device), conv)
+    return row
+
+
+def run(n: int, reps: int, device: torch.device, threads: int | None, cold: bool = True,
+        shapes=SHAPES, log: Callable[[str], None] = print) -> list[dict]:
+    rows = []
+    for conv in CONVS:
+        for channels, side in shapes:
+            for dtype in DTYPES:
+                rows.append(bench_row(conv, channels, side, dtype, n, reps, device, threads, cold))
+                r = rows[-1]
+                log(f"{conv:9s}{channels}x{side}x{side} {dtype}: forward {r['forward_s'] * 1e3:.1f} ms, "
+                    + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in r["inverse_s"].items()) + f" ms; auto picks {r['auto_picks']}")
+    return rows
