@@ -47,8 +47,10 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}  # `from . import x`: a module x
+            names = {f"{base}.{a.name}" for a in node.names}  # `from . import x`: a module x
+            found |= names
+            if node.module or not names & modules:  # `from . import x` of submodules imports them, not base
+                found.add(base)
     return {m for m in found if m in modules and m != name}
 
 

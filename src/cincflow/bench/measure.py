@@ -19,6 +19,13 @@ from ..layers.solvers import Solver
 from ..sampling import invertible_convs
 from ..timing import wall_time
 
+FIRST_CALL_SLACK_S = 0.5  # the first-call target: cold <= 2 warm + this
+
+
+def first_call_over_budget(call: dict) -> float:
+    """cold / (2 warm + 0.5 s): at most 1 meets the first-call target."""
+    return call["cold_s"] / (2 * call["warm_s"] + FIRST_CALL_SLACK_S)
+
 
 def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
     """Median wall time (s) of each function over ``reps`` rounds after ``warmup`` rounds; every round

@@ -24,7 +24,7 @@ import torch
 
 from ..data import DigitsDataModule
 from ..model import Glow
-from ..preprocess import bits_per_dim, preprocess
+from ..pixels import bits_per_dim, preprocess
 from ..timing import torch_threads
 
 

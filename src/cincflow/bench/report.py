@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .measure import FIRST_CALL_SLACK_S, first_call_over_budget
+from .speed_report import markdown as speed_markdown
+
 COUPLINGS = ("affine", "quad")
 TARGETS = {
     "cinc_sampling_over_forward": ("<=", 1.5),
@@ -13,14 +16,8 @@ TARGETS = {
     # the first call of every solver, in a fresh process, within 2 x its warm call + 0.5 s
     "layer_32x32x12_first_call_over_budget": ("<=", 1.0),
 }
-FIRST_CALL_SLACK_S = 0.5
 SEQUENTIAL = "sequential"
 SOLVERS = ("auto", "tiled", "wavefront", "kernel")
-
-
-def first_call_over_budget(call: dict) -> float:
-    """cold / (2 warm + 0.5 s): at most 1 meets the first-call target."""
-    return call["cold_s"] / (2 * call["warm_s"] + FIRST_CALL_SLACK_S)
 
 
 def evaluate_targets(models: list[dict], layers: list[dict]) -> list[dict]:
@@ -178,8 +175,6 @@ def _layers(result: dict) -> list[str]:
 def markdown(result: dict) -> str:
     """The result as markdown: the sampling suite's tables (models, conv layers, single layer, first
     calls, targets, the papers' numbers) and issue #22's (:mod:`.speed_report`), those that ran."""
-    from .speed_report import markdown as speed_markdown  # noqa: PLC0415 - speed_report imports this module
-
     parts = [_sampling_markdown(result)] if "models" in result else [_meta_line(result) + "\n"]
     if "speed" in result:
         parts.append(speed_markdown(result["speed"], result["speed_targets"]))

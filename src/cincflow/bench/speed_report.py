@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .compare import REFERENCE, TASKS
-from .report import first_call_over_budget
+from .measure import first_call_over_budget
 
 TARGETS = {
     "glow_over_normflows": ("<=", 0.8),  # train step, log_prob, sampling: glow + affine / normflows' Glow

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..preprocess import bits_per_dim, preprocess
+from ..pixels import bits_per_dim, preprocess
 from .figure import score_figure
 from .images import image_batches
 from .levels import level_terms

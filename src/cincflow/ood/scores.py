@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..preprocess import bits_per_dim
+from ..pixels import bits_per_dim
 from .levels import LevelTerms
 
 SCORE_NAMES = ("bpd", "s_png", "s_jp2", "levels", "last_scale", "typicality", "ratio")
