@@ -29,4 +29,10 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from cincflow.config.choices import check_choices
+    from cincflow.errors import report_errors
+
+    report_errors(check_choices, sys.argv[1:])  # an unknown config-group option: one line, exit 2
     main()

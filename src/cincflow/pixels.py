@@ -52,9 +52,19 @@ def dequantized(x: torch.Tensor, n_bits: int, seed: int, like: torch.Tensor | No
     return preprocess(x, n_bits, dtype=dtype, generator=torch.Generator().manual_seed(int(seed)))
 
 
-def postprocess(x: torch.Tensor, n_bits: int = 8) -> torch.Tensor:
-    """Model space -> uint8 [B, C, H, W] (the bin of each value, scaled back to 0..255)."""
+def postprocess(x: torch.Tensor, n_bits: int = 8, nonfinite: str = "raise") -> torch.Tensor:
+    """Model space -> uint8 [B, C, H, W] (the bin of each value, scaled back to 0..255). A NaN or inf
+    value (an inaccurate inverse) has no pixel value: ``nonfinite="raise"`` (default) refuses it with a
+    ValueError, ``"clamp"`` draws NaN as 0 and +-inf as the extreme bins (the sample grids do, and count them)."""
     check_bits(n_bits)
+    if nonfinite not in ("raise", "clamp"):
+        raise ValueError(f"nonfinite must be 'raise' or 'clamp', got {nonfinite!r}")
+    if nonfinite == "raise":
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(f"postprocess got {bad} non-finite values (of {x.numel()}): these samples have no pixel "
+                             f"values; check them with cincflow.sample_with_check, or draw them anyway with "
+                             f"postprocess(x, n_bits, nonfinite='clamp')")
     n_bins = 2**n_bits
     bins = torch.floor((x + 0.5) * n_bins).nan_to_num(0.0).clamp(0, n_bins - 1)
     return (bins * 2 ** (8 - n_bits)).to(torch.uint8)

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.utils import make_grid
@@ -41,8 +42,13 @@ def grid_of(images_uint8: torch.Tensor, nrow: int | None = None, padding: int = 
 
 
 def side_by_side(blocks: list[torch.Tensor]) -> torch.Tensor:
-    """Grids [3, H, W] of equal size next to each other, 4 white pixels apart (one block: itself)."""
-    return blocks[0] if len(blocks) == 1 else make_grid(torch.stack(blocks), nrow=len(blocks), padding=4, pad_value=1.0)
+    """Grids [3, H, W] next to each other, 4 white pixels apart, top-aligned: a smaller block (fewer
+    images, or a label strip in a smaller font) is padded with white to the largest's size."""
+    if len(blocks) == 1:
+        return blocks[0]
+    height, width = max(b.shape[-2] for b in blocks), max(b.shape[-1] for b in blocks)
+    padded = [F.pad(b, (0, width - b.shape[-1], 0, height - b.shape[-2]), value=1.0) for b in blocks]
+    return make_grid(torch.stack(padded), nrow=len(blocks), padding=4, pad_value=1.0)
 
 
 def labelled(grid: torch.Tensor, text: str, size: int = 12) -> torch.Tensor:
@@ -103,7 +109,7 @@ def sample_grid(
                                                     float64_fallback=float64_fallback, **check)
                 report = report.worst(batch_report)
                 bad += int((~torch.isfinite(x.flatten(1))).any(dim=1).sum())
-                images.append(postprocess(x, model.n_bits).cpu())
+                images.append(postprocess(x, model.n_bits, nonfinite="clamp").cpu())
                 bar.update(1)
             blocks.append(labelled(grid_of(torch.cat(images), nrow=nrow), f"T = {float(t):g}"))
     stats = {"nonfinite_samples": bad, "samples": n * len(temperatures), "inverse_residual_max": float(report.residual),
@@ -119,7 +125,7 @@ def reconstruction_grid(model: nn.Module, images_uint8: torch.Tensor, seed: int 
     zs, _ = model.encode(x)
     x_rec = model.decode(zs)
     err = (x - x_rec).abs().flatten(1)
-    rec_uint8 = postprocess(x_rec, model.n_bits).cpu()
+    rec_uint8 = postprocess(x_rec, model.n_bits, nonfinite="clamp").cpu()
     orig_uint8 = postprocess(x, model.n_bits).cpu()
     stats = {
         "recon_err_max": float(err.max().nan_to_num(float("inf"))),
@@ -141,5 +147,5 @@ def interpolation_grid(model: nn.Module, images_uint8: torch.Tensor, steps: int,
     rows = []
     for p in range(images_uint8.shape[0] // 2):
         mixed = [torch.stack([(1 - a) * z[2 * p] + a * z[2 * p + 1] for a in alphas]) for z in zs]
-        rows.append(postprocess(model.decode(mixed), model.n_bits).cpu())
+        rows.append(postprocess(model.decode(mixed), model.n_bits, nonfinite="clamp").cpu())
     return labelled(grid_of(torch.cat(rows), nrow=steps), INTERPOLATION_TITLE)

@@ -36,6 +36,24 @@ def check_device(name: str, key: str = "device") -> None:
         raise ConfigError(f"{key}={name}: only cpu and cuda devices are supported: use {key}=cpu or {key}=cuda")
 
 
+def image_extensions() -> list[str]:
+    """The file extensions Pillow writes pictures to (what ``save_image`` takes)."""
+    from PIL import Image
+
+    Image.init()
+    return sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE)
+
+
+def check_image_file(path: str) -> None:
+    """``output=`` must name a picture file Pillow can write (its extension says which format)."""
+    suffix = Path(path).suffix.lower()
+    allowed = image_extensions()
+    if suffix not in allowed:
+        common = [e for e in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp") if e in allowed]
+        raise ConfigError(f"output={path}: {suffix or 'no extension'} is not a picture format this machine writes: "
+                          f"name a {', '.join(common)} file (e.g. output=<folder>/samples.png)")
+
+
 def check_creatable(path: str | os.PathLike, name: str, fix: str, is_file: bool = False) -> None:
     """The folder ``path`` (the file ``path`` with ``is_file``) exists as such, or can be created:
     its nearest existing ancestor is a folder a new folder can be made in (tried: a probe folder is
@@ -115,4 +133,5 @@ def validate(cfg: DictConfig, script: str, output_dir: str | os.PathLike | None 
         if cfg.get("device", "auto") != "auto":
             check_device(str(cfg.device))
         if cfg.get("output"):
+            check_image_file(str(cfg.output))
             check_creatable(cfg.output, "output=", "choose another file with output=<folder>/<name>.png", is_file=True)

@@ -165,11 +165,17 @@ def ood_data_configs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"unknown ood_data {unknown[0]!r}: choose from {', '.join(choices)} (the data group, "
                           f"conf/data/), e.g. ood_data=svhn or ood_data=[svhn,digits]")
     repository = config_repository()
+    paths = {}  # what a data config refers to (paths.data_dir); the run folder is not made yet
+    for key in cfg.paths:
+        try:
+            paths[key] = plain(cfg.paths[key])
+        except Exception:  # noqa: BLE001 - ${hydra:runtime.output_dir} before Hydra made the folder
+            continue
     configs = {}
     for name in names:
         raw = repository.load_config(f"data/{name}").config
         raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "defaults"])
-        configs[name] = plain(OmegaConf.create({"paths": plain(cfg.paths), "set": raw}).set)
+        configs[name] = plain(OmegaConf.create({"paths": paths, "set": raw}).set)
     return configs
 
 
@@ -182,5 +188,7 @@ def ood_datamodule(name: str, config: dict[str, Any], batch_size: int | None) ->
         datamodule.setup("test")
     except ConfigError as err:
         raise ConfigError(f"the out-of-distribution set {name} ({type(datamodule).__name__}) cannot be used: "
-                          f"{one_line(err)}") from err
+                          f"{one_line(err)} (an OOD set is scored on its test split as conf/data/{name}.yaml defines it, "
+                          f"and its splits must fit: use the complete data set, or a data config of your own with "
+                          f"smaller held-out sizes)") from err
     return datamodule
