@@ -43,7 +43,7 @@ bench-gpu: $(VENV) ## the same at the paper's size on a CUDA GPU; writes results
 reproduce: $(VENV) ## the paper's 18 rows: SCALE=full (GPUs, weeks) or SCALE=smoke (CPU, ~15 min); writes outputs/reproduce/<scale>/
 	$(PY) src/reproduce.py --scale $(SCALE)
 
-notebooks: $(VENV) ## execute notebooks/*.ipynb and store them with their outputs (about 2 minutes)
+notebooks: $(VENV) ## execute notebooks/*.ipynb and store them with their outputs (about 5 minutes)
 	$(PY) notebooks/execute.py
 
 clean: ## remove caches and outputs (keeps .venv)

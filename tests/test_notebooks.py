@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "notebooks"))
 from execute import execute  # noqa: E402  (notebooks/execute.py: what `make notebooks` runs)
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-PARAMETERS = {"02_sampling": {"STEPS": 30}}  # train briefly here; `make notebooks` stores the notebook's own 200 steps
+PARAMETERS = {"02_sampling": {"STEPS": 30}, "04_ood": {"STEPS": 10, "REF_STEPS": 5}}  # train briefly here; `make notebooks` stores their own runs
 
 
 def figures(nb) -> int:

@@ -12,7 +12,9 @@ import torch
 import cincflow
 from cincflow.jobs import train
 from cincflow.training.loading import load_module
+from cli import run_cases
 from conftest import compose_config as composed
+from test_reliability import assert_one_line_error, tiny_checkpoint  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 # a tiny CInC + quad model on the offline photo patches (3 x 32 x 32), 3 steps, Polyak averaging on
@@ -203,31 +205,46 @@ def test_eval_rejects_a_bad_number_of_draws(photos_run, tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
-def test_ood_check_of_a_photos_model_on_digits(photos_run, tmp_path, capsys):
-    from torchvision.io import read_image
-
+def test_ood_evaluation_of_a_photos_model_on_digits_through_the_job(photos_run, tmp_path, capsys):
+    """eval.py ood_data=[...]: every score of every set in one table and one picture; the in-distribution
+    row is the test set scored the same way by the model."""
     from cincflow.jobs import evaluate
 
     out, ckpt = tmp_path / "ood", photos_run["last_checkpoint"]
-    record = evaluate(composed("eval", [f"ckpt_path='{ckpt}'", *EVAL, "ood_data=digits"], out))
-    report = json.loads((out / "ood.json").read_text())
-    assert report == record["ood"]
-    assert report["in_distribution"]["n"] == 617 and report["ood"]["n"] == 180  # every test image of both sets
-    assert report["ood"]["conversion"] == ["greyscale -> 3 channels (the channel repeated)", "8x8 -> 32x32 (bilinear)"]
-    # the in-distribution statistics are those of the test set scored the same way by the model
-    flow = cincflow.load(photos_run["last_checkpoint"])
+    record = evaluate(composed("eval", [f"ckpt_path='{ckpt}'", *EVAL, "ood_data=[digits]", "ood_train_images=200",
+                                        f"ood_reference_ckpt='{ckpt}'"], out))
+    table = json.loads((out / "ood_table.json").read_text())
+    assert table == json.loads(json.dumps(record["ood"]))
+    assert (out / "ood_table.md").is_file() and (out / "ood_table.csv").is_file() and (out / "ood_scores.png").is_file()
+    rows = {(r["score"], r["role"]): r for r in table["rows"]}
+    assert {s for s, _ in rows} >= {"bpd", "s_png", "level_1", "last_scale", "typicality", "ratio"}
+    assert rows[("bpd", "in")]["n"] == 617 and rows[("bpd", "ood")]["n"] == 180  # every test image of both sets
+    assert table["conversion"]["digits (DigitsDataModule, test)"] == ["greyscale -> 3 channels (the channel repeated)",
+                                                                     "8x8 -> 32x32 (bilinear)"]
+    assert abs(rows[("ratio", "in")]["mean"]) < 1e-5  # the model against itself: no information
+    flow = cincflow.load(ckpt)
     dm = cincflow.data.PhotosDataModule(seed=0)
     dm.setup("test")
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         bpd = torch.cat([flow.bits_per_dim(b, generator=gen) for b in dm.test_dataloader()]).double()
-    assert report["in_distribution"]["mean"] == pytest.approx(float(bpd.mean()), abs=1e-5)
-    assert report["in_distribution"]["median"] == pytest.approx(float(bpd.median()), abs=1e-3)
-    assert 0.0 <= report["auroc"] <= 1.0 and "mean" in report["ood"] and "median" in report["ood"]
-    png = read_image(report["png"])
-    assert png.shape[0] in (3, 4) and png.shape[1] > 200 and png.shape[2] > 300
+    assert rows[("bpd", "in")]["mean"] == pytest.approx(float(bpd.mean()), abs=1e-5)
     printed = capsys.readouterr().out
-    assert "out-of-distribution check" in printed and "greyscale -> 3 channels" in printed and "AUROC" in printed
+    assert "out-of-distribution scores" in printed and "AUROC" in printed and "ood_table.md" in printed
+
+
+def test_ood_bad_inputs_are_one_line_before_any_folder(photos_run, tiny_checkpoint, tmp_path):  # noqa: F811
+    ck = f"ckpt_path='{photos_run['last_checkpoint']}'"
+    cases = [(["ood_data=digits", "ood_scores=[bpd,entropy]"], ("ood_scores must be a score name or a list", "s_png")),
+             (["ood_data=digits", "ood_typicality_batch=500", "ood_scores=typicality"],
+              ("ood_typicality_batch=500 is larger than the out-of-distribution digits set (180 images)",)),
+             (["ood_data=digits", f"ood_reference_ckpt={tiny_checkpoint}"],
+              ("scores images [1, 8, 8] at 5 bits, the evaluated model [3, 32, 32] at 8 bits",))]
+    results = run_cases([("eval", [ck, *EVAL, *args, f"hydra.run.dir={tmp_path / 'runs' / str(i)}"])
+                         for i, (args, _) in enumerate(cases)])
+    for (args, fragments), result in zip(cases, results):
+        assert_one_line_error(result, *fragments)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_ood_conversion_and_auroc_against_brute_force():
@@ -282,7 +299,7 @@ def test_sweep_summary_of_nested_job_folders_and_a_failed_job(tmp_path):
 
 def test_every_data_config_is_an_ood_data_choice(tmp_path):
     """ood_data names the data group's own configs (no mirror group): each set is the data config itself."""
-    from cincflow.config.data import ood_data_configs
+    from cincflow.config.evaluation import ood_data_configs
     from cincflow.config.schema import plain
 
     names = sorted(p.stem for p in (ROOT / "conf" / "data").glob("*.yaml"))

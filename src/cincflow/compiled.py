@@ -1,7 +1,7 @@
 """``torch.compile`` for a :class:`~cincflow.Glow`: :func:`compile_flow`.
 
 What is compiled, and why there:
-- ``log_prob`` (hence ``bits_per_dim``, the training step's forward and backward, and evaluation), as
+- ``_log_prob`` (hence ``log_prob``, ``bits_per_dim``, the training step's forward and backward, and evaluation), as
   one graph: the data -> latents pass has no data-dependent control flow. ActNorm's lazy
   initialisation is the one exception: a call with any ActNorm not initialised runs eagerly (and
   initialises them); the compiled graph reads the flags' last values
@@ -30,13 +30,13 @@ from .layers.conditioner import Conditioner, ZeroConv2d
 def compile_flow(model: nn.Module, sampling: bool = True, **options) -> nn.Module:
     """Compile ``model`` (a :class:`~cincflow.Glow`) in place, see the module docstring; ``options``
     go to ``torch.compile`` (e.g. ``mode``, ``dynamic``). Returns ``model``."""
-    compiled_log_prob = torch.compile(type(model).log_prob, **options)
+    compiled_log_prob = torch.compile(type(model)._log_prob, **options)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         ready = all([m.is_initialized() for m in self.modules() if isinstance(m, ActNorm)])
-        return compiled_log_prob(self, x) if ready else type(self).log_prob(self, x)
+        return compiled_log_prob(self, x) if ready else type(self)._log_prob(self, x)
 
-    model.log_prob = types.MethodType(log_prob, model)
+    model._log_prob = types.MethodType(log_prob, model)
     if sampling:
         for cls in (Conditioner, ZeroConv2d):
             forward = torch.compile(cls.forward, **options)
@@ -44,3 +44,8 @@ def compile_flow(model: nn.Module, sampling: bool = True, **options) -> nn.Modul
                 if type(m) is cls:
                     m.forward = types.MethodType(forward, m)
     return model
+
+
+def compile_options(backend: bool | str) -> dict:
+    """``torch.compile``'s options for a ``compile=`` setting: True is its default (inductor), a string a backend."""
+    return {} if backend is True else {"backend": str(backend)}

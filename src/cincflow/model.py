@@ -145,14 +145,16 @@ class Glow(nn.Module):
                 f"got {list(x.shape)}: check the data's channels and size against the model config"
             )
 
-    def _encode(self, x: torch.Tensor, finite: bool = False) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """``finite``: the images are known finite (made from uint8), else checked (one reduction)."""
+    @staticmethod
+    def _check_finite(x: torch.Tensor) -> None:
+        """A ValueError for images with NaN or inf (one reduction; the training path, from uint8, skips it)."""
+        bad = int((~torch.isfinite(x)).sum()) if isinstance(x, torch.Tensor) and x.is_floating_point() else 0
+        if bad:
+            raise ValueError(f"Glow got images with {bad} non-finite values (NaN or inf): a density is defined "
+                             f"for finite images only; find where they came from (preprocess makes finite ones)")
+
+    def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         self._check_input(x)
-        if not finite:
-            bad = int((~torch.isfinite(x)).sum())
-            if bad:
-                raise ValueError(f"Glow got images with {bad} non-finite values (NaN or inf): a density is defined "
-                                 f"for finite images only; find where they came from (preprocess makes finite ones)")
         zs, logdet, log_pz = [], x.new_zeros(x.shape[0]), x.new_zeros(x.shape[0])
         h = x
         for i, flow in enumerate(self.levels):
@@ -167,6 +169,7 @@ class Glow(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """x -> (latents, log|det d latents / dx| [B])."""
+        self._check_finite(x)
         zs, logdet, _ = self._encode(x)
         return zs, logdet
 
@@ -174,6 +177,11 @@ class Glow(nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous log-density of model-space images, in nats, [B] (a ValueError for non-finite images)."""
+        self._check_finite(x)
+        return self._log_prob(x)
+
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`log_prob` of images known to be finite (what :func:`cincflow.compiled.compile_flow` compiles)."""
         _, logdet, log_pz = self._encode(x)
         return log_pz + logdet
 
@@ -185,8 +193,7 @@ class Glow(nn.Module):
         two models given generators with the same seed score the images on identical noise."""
         dtype = self.top_prior.dtype
         x = preprocess(x_uint8.to(self.top_prior.device), self.n_bits, dequantize, dtype, generator)
-        _, logdet, log_pz = self._encode(x, finite=True)  # from uint8: no check (and no sync) needed
-        return bits_per_dim(log_pz + logdet, self.num_dims, self.n_bits)
+        return bits_per_dim(self._log_prob(x), self.num_dims, self.n_bits)  # from uint8: finite, no check
 
     def _check_latents(self, name: str, zs: list[torch.Tensor] | None, batch: int) -> None:
         """``zs`` (latents or noise) must be one tensor [batch, *latent_shapes()[i]] per level."""

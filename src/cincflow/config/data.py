@@ -5,7 +5,6 @@ is made, and by the jobs when they were not launched through them."""
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,7 +22,6 @@ DATA_KEYS = ("in_channels", "image_size", "n_bits")
 OFFLINE_DATA = ("train offline instead with experiment=quickstart (8x8 digits, a CPU, minutes) or data=photos "
                 "(32x32 photo patches, CIFAR-10-shaped)")
 NO_DATA = "the checkpoint has no data config: choose one with data=<name>"
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's (src/cincflow/config/data.py)
 
 
 def instantiate_data(data_cfg: Any) -> LightningDataModule:
@@ -108,87 +106,36 @@ def check_data_fits(model: Any, dm: LightningDataModule) -> None:
         )
 
 
+def eval_data_config(cfg: DictConfig, saved: Any) -> dict[str, Any]:
+    """The data config eval/sample read: ``cfg.data`` when given, else the checkpoint's (``saved``),
+    with ``cfg.batch_size`` when set."""
+    data_cfg = plain(cfg.data) if cfg.get("data") else dict(saved or {})
+    if not data_cfg:
+        raise ConfigError(NO_DATA)
+    if cfg.get("batch_size"):
+        data_cfg["batch_size"] = int(cfg.batch_size)
+    return data_cfg
+
+
 def check_checkpoint_for(cfg: DictConfig, script: str, ckpt: dict[str, Any], path: Any) -> None:
     """What ``script`` (eval | sample) would refuse in the checkpoint dict ``ckpt`` (hyper-parameters
     this version does not take, no data config where the data is needed, data whose images do not fit
-    its model), without building its model."""
+    its model), without building its model; the data it reads is read here (and handed to the job),
+    for eval with the out-of-distribution inputs (:func:`cincflow.config.evaluation.prepare_ood`)."""
     from ..training.lit_module import FlowLitModule
     from ..training.restore import module_arguments
+    from . import handoff
+    from .evaluation import prepare_ood
 
     model_config, args = module_arguments(ckpt.get("hyper_parameters"), path, FlowLitModule)
     if not uses_data(cfg, script):
         return
-    if not cfg.get("data") and not args.get("data"):
-        raise ConfigError(NO_DATA)
-    if cfg.get("data"):  # other data than the checkpoint's: its images must fit the model
-        check_data_fits(SimpleNamespace(**model_config), instantiate_data(plain(cfg.data)))
-
-
-def config_repository():
-    """Hydra's config repository of this launch (the conf/ folder and any ``hydra.searchpath`` additions);
-    outside a Hydra app (the jobs called from Python), the repository's own conf/."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if not GlobalHydra.instance().is_initialized():
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return GlobalHydra.instance().config_loader().repository
-    return GlobalHydra.instance().config_loader().repository
-
-
-def data_choices() -> list[str]:
-    """The names of the ``data`` group."""
-    return sorted(config_repository().get_group_options("data"))
-
-
-def ood_names(cfg: DictConfig) -> list[str]:
-    """``ood_data`` as a list of data names (one name, or a list of them; null: none)."""
-    value = plain(cfg.get("ood_data"))
-    names = [] if value is None else [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise ConfigError(f"ood_data must be a data name or a list of them, got {value!r}: set e.g. ood_data=svhn "
-                          f"or ood_data=[svhn,digits]")
-    return names
-
-
-def ood_data_configs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    """name -> the plain data config (``conf/data/<name>.yaml``, ``${paths...}`` resolved) of every ``ood_data``
-    set; an unknown name is a ConfigError listing the choices."""
-    from omegaconf import OmegaConf
-
-    names = ood_names(cfg)
-    if not names:
-        return {}
-    choices = data_choices()
-    unknown = [n for n in names if n not in choices]
-    if unknown:
-        raise ConfigError(f"unknown ood_data {unknown[0]!r}: choose from {', '.join(choices)} (the data group, "
-                          f"conf/data/), e.g. ood_data=svhn or ood_data=[svhn,digits]")
-    repository = config_repository()
-    paths = {}  # what a data config refers to (paths.data_dir); the run folder is not made yet
-    for key in cfg.paths:
-        try:
-            paths[key] = plain(cfg.paths[key])
-        except Exception:  # noqa: BLE001 - ${hydra:runtime.output_dir} before Hydra made the folder
-            continue
-    configs = {}
-    for name in names:
-        raw = repository.load_config(f"data/{name}").config
-        raw = OmegaConf.masked_copy(raw, [k for k in raw if k != "defaults"])
-        configs[name] = plain(OmegaConf.create({"paths": paths, "set": raw}).set)
-    return configs
-
-
-def ood_datamodule(name: str, config: dict[str, Any], batch_size: int | None) -> LightningDataModule:
-    """The DataModule of the OOD set ``name``, its test split (as its data config defines it) built; a set
-    that cannot be read or split is one ConfigError naming it."""
-    datamodule = instantiate_data({**config, **({"batch_size": int(batch_size)} if batch_size else {})})
-    try:
-        check_data_first(datamodule)
-        datamodule.setup("test")
-    except ConfigError as err:
-        raise ConfigError(f"the out-of-distribution set {name} ({type(datamodule).__name__}) cannot be used: "
-                          f"{one_line(err)} (an OOD set is scored on its test split as conf/data/{name}.yaml defines it, "
-                          f"and its splits must fit: use the complete data set, or a data config of your own with "
-                          f"smaller held-out sizes)") from err
-    return datamodule
+    data_cfg = eval_data_config(cfg, args.get("data"))
+    datamodule = instantiate_data(data_cfg)
+    check_data_fits(SimpleNamespace(**model_config), datamodule)
+    if rank_zero_only.rank != 0:
+        return
+    check_data_first(datamodule)
+    handoff.keep("data", data_cfg, datamodule)
+    if script == "eval":
+        prepare_ood(cfg, model_config, datamodule)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Union, get_args, get_origin, get_type_hints
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..checks import check_temperature
+from ..ood.scores import SCORE_NAMES
 from ..errors import ConfigError, missing_setting
 
 #: what the flow trains in (checked on CPU: 16-true and bf16-true fail, the LU and triangular solves
@@ -106,6 +107,7 @@ class SamplesSchema:
 @dataclass
 class CommonSchema:
     seed: int | None = rule("an integer, or null for no seeding", 0)
+    compile: bool | str | None = rule("true, false or a torch.compile backend name (e.g. eager, aot_eager)", "false")
     num_threads: int | None = rule("a positive integer, or null for PyTorch's default", 1, at_least(1))
 
 
@@ -130,6 +132,17 @@ class EvalSchema(CommonSchema):
     batch_size: int | None = rule("a positive integer, or null for the data's", 64, at_least(1))
     dequant_samples: int | None = rule("a positive integer (the number of dequantisation draws)", 10, at_least(1))
     ood_max_images: int | None = rule("a positive integer, or null for every image", 1000, at_least(1))
+    ood_scores: str | list[str] | None = rule(f"a score name or a list of them ({', '.join(SCORE_NAMES)}), or null for "
+                                              f"every score that applies", "[bpd,s_png,typicality]",
+                                              lambda v: each(one_of(SCORE_NAMES))([v] if isinstance(v, str) else v))
+    ood_reference_ckpt: str | None = rule("a checkpoint of a second model (the likelihood ratio), or null",
+                                          "outputs/<task>/<run>/checkpoints/last.ckpt")
+    ood_typicality_batch: int | None = rule("a positive integer (M images per batch of the typicality test)", 10,
+                                            at_least(1))
+    ood_typicality_bootstrap: int | None = rule("a positive integer (bootstrapped training batches)", 1000, at_least(1))
+    ood_typicality_quantile: float | None = rule("a number strictly between 0 and 1", 0.99, lambda v: 0 < v < 1)
+    ood_train_images: int | None = rule("a positive integer (training images of the typicality test), or null for all",
+                                        2000, at_least(1))
     ckpt_task: str | None = rule("a task name (an outputs/<task>/ folder), or null", "quickstart")
     trainer: TrainerSchema | None = None
 

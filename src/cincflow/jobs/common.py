@@ -12,8 +12,9 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ..compiled import compile_flow, compile_options
 from ..config import handoff
-from ..config.data import NO_DATA, check_data_fits, instantiate_data
+from ..config.data import check_data_fits, eval_data_config, instantiate_data
 from ..config.schema import plain
 from ..errors import ConfigError, one_line
 from ..training.checkpoints import load_checkpoint_dict, resolve_ckpt_path
@@ -76,19 +77,14 @@ def require_checkpoint(cfg: DictConfig, script: str) -> Path:
 
 
 def datamodule_for(cfg: DictConfig, module: FlowLitModule) -> LightningDataModule:
-    """The data of ``cfg.data`` when given, otherwise the data config saved in the checkpoint."""
-    data_cfg = cfg.get("data")
-    if data_cfg:
-        data_cfg = plain(data_cfg)
-    else:
-        data_cfg = dict(module.hparams.get("data") or {})
-        if not data_cfg:
-            raise ConfigError(NO_DATA)
-    if cfg.get("batch_size"):
-        data_cfg["batch_size"] = int(cfg.batch_size)
-    dm = instantiate_data(data_cfg)
-    check_data_fits(module.model, dm)
-    return dm
+    """The data of ``cfg.data`` when given, otherwise the data config saved in the checkpoint: the one
+    the launch's checks read (handed over), else built and checked here."""
+    data_cfg = eval_data_config(cfg, module.hparams.get("data"))
+    datamodule = handoff.take("data", data_cfg)
+    if datamodule is None:
+        datamodule = instantiate_data(data_cfg)
+        check_data_fits(module.model, datamodule)
+    return datamodule
 
 
 def checked(cfg: DictConfig) -> bool:
@@ -100,4 +96,7 @@ def checkpoint_module(cfg: DictConfig, ckpt: Path, device: str) -> FlowLitModule
     """The module of ``ckpt`` for eval/sample: the checkpoint the launch's checks read (handed over),
     else read here (its CRC checked unless the launch did)."""
     read = handoff.take("checkpoint", str(ckpt)) or load_checkpoint_dict(ckpt, verify=not checked(cfg))
-    return load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device=device, ckpt=read)
+    module = load_module(ckpt, use_ema=bool(cfg.get("use_ema", True)), device=device, ckpt=read)
+    if cfg.get("compile"):  # torch.compile the flow it uses (compile=true: inductor, or a backend name)
+        compile_flow(module.eval_model, **compile_options(cfg.compile))
+    return module

@@ -1,8 +1,8 @@
 """``src/eval.py``: bits/dim of a checkpoint on the test split (``split=val``: validation), written
 to ``<output_dir>/metrics.json``: the mean over ``dequant_samples`` = K dequantisation draws (draw k
 uses the noise of ``seed + k``) and, for K > 1, its standard error over the draws. With
-``ood_data=<data>`` also the out-of-distribution check (:mod:`cincflow.ood`): ``ood.json`` and
-``ood_bpd.png``."""
+``ood_data=<data or [list]>`` also the out-of-distribution evaluation (:mod:`cincflow.ood`): every score and
+metric of every set in ``ood_table.{md,csv,json}`` and ``ood_scores.png``."""
 from __future__ import annotations
 
 import json
@@ -13,13 +13,14 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, Trainer, seed_everything
 from omegaconf import DictConfig
 
-from ..config import validate
-from ..ood import bits_per_image, histogram_png, ood_report
+from ..config import handoff, validate
+from ..config.evaluation import ood_data_configs, ood_datamodule
+from ..ood import ood_evaluation
 from ..paths import ensure_writable_dir
-from ..training.lit_module import FlowLitModule
 from ..timing import torch_threads
-from ..config import handoff
-from ..config.data import ood_data_configs, ood_datamodule
+from ..training.checkpoints import resolve_ckpt_path
+from ..training.lit_module import FlowLitModule
+from ..training.loading import load_module
 from .common import checked, checkpoint_module, datamodule_for, instantiate_trainer, plain, require_checkpoint, say
 
 
@@ -51,7 +52,6 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = datamodule_for(cfg, module)
     ood_sets = {name: handoff.take(f"ood:{name}", config) or ood_datamodule(name, config, cfg.get("batch_size"))
                 for name, config in ood_data_configs(cfg).items()}
-    ood_dm = next(iter(ood_sets.values()), None)
     trainer = instantiate_trainer(cfg.trainer, logger=False, callbacks=[])
     run = trainer.test if split == "test" else trainer.validate
     key = f"{split}/bpd"
@@ -79,9 +79,9 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         return record
     spread = f" ± {se:.1e} (standard error over {draws} dequantisation draws)" if se is not None else ""
     lines = [f"{split} bits/dim: {mean:.4f}{spread} ({ckpt})"]
-    if ood_dm is not None:
-        record["ood"] = _ood_check(module, datamodule, ood_dm, split, trainer, cfg, output_dir)
-        lines.append(_ood_lines(record["ood"], output_dir))
+    if ood_sets:
+        record["ood"] = _ood_check(module, datamodule, ood_sets, split, trainer, cfg, output_dir)
+        lines.append(_ood_lines(record["ood"]))
     path = output_dir / "metrics.json"
     path.write_text(json.dumps(record, indent=2, sort_keys=True))
     lines.append(f"metrics: {path}")
@@ -89,34 +89,48 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-def _ood_check(module: FlowLitModule, datamodule: LightningDataModule, ood_dm: LightningDataModule, split: str,
-               trainer: Trainer, cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Bits/dim of every image of ``split`` and of the OOD data's test set (converted to the model's
-    channels and size), on rank 0; writes ood.json and ood_bpd.png; returns the report."""
-    model = module.eval_model.to(trainer.strategy.root_device).eval()
-    seed, limit = int(cfg.get("seed") or 0), cfg.get("ood_max_images")
-    datamodule.setup("test" if split == "test" else "fit")
-    ood_dm.setup("test")
+def _ood_check(module: FlowLitModule, datamodule: LightningDataModule, ood_sets: dict[str, LightningDataModule],
+               split: str, trainer: Trainer, cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Every OOD score of every image of ``split`` and of each OOD set's test split (converted to the
+    model's channels and size), on rank 0 (:func:`cincflow.ood.ood_evaluation`): the table and picture
+    in ``output_dir``; returns its record."""
+    device = trainer.strategy.root_device
+    model = module.eval_model.to(device).eval()
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
-    in_bpd, _ = bits_per_image(model, loader, seed, limit)
-    ood_bpd, notes = bits_per_image(model, ood_dm.test_dataloader(), seed, limit)
-    in_name, ood_name = f"{type(datamodule).__name__} ({split})", f"{type(ood_dm).__name__} (test)"
-    report = ood_report(in_bpd, ood_bpd, in_name, ood_name, notes)
-    report["png"] = str(output_dir / "ood_bpd.png")
-    title = (f"model trained on {type(datamodule).__name__}, AUROC of bits/dim {report['auroc']:.3f}\n"
-             f"OOD images: {', '.join(notes) or 'unchanged (same channels and size)'}")
-    histogram_png({in_name: in_bpd, ood_name: ood_bpd}, Path(report["png"]), title)
-    (output_dir / "ood.json").write_text(json.dumps(report, indent=2))
-    return report
+    in_name = f"{type(datamodule).__name__} ({split})"
+    ood = {f"{name} ({type(dm).__name__}, test)": dm.test_dataloader() for name, dm in ood_sets.items()}
+    scores = plain(cfg.get("ood_scores"))
+    reference = _reference_model(cfg, device)
+    train = None
+    if scores is None or "typicality" in ([scores] if isinstance(scores, str) else scores):
+        limit = cfg.get("ood_train_images")
+        images = datamodule.train_images(int(limit) if limit else len(datamodule.train_set))
+        train = list(images.split(datamodule.batch_size))
+    return ood_evaluation(
+        model, loader, ood, output_dir, train_data=train, in_name=in_name, scores=scores,
+        seed=int(cfg.get("seed") or 0), typicality_batch=int(cfg.get("ood_typicality_batch") or 10),
+        typicality_bootstrap=int(cfg.get("ood_typicality_bootstrap") or 1000),
+        typicality_quantile=float(cfg.get("ood_typicality_quantile") or 0.99), reference_model=reference,
+        max_images=cfg.get("ood_max_images"))
 
 
-def _ood_lines(report: dict[str, Any], output_dir: Path) -> str:
-    a, b = report["in_distribution"], report["ood"]
-    return "\n".join([
-        f"out-of-distribution check: {a['data']} mean {a['mean']:.4f} / median {a['median']:.4f} bits/dim "
-        f"vs {b['data']} mean {b['mean']:.4f} / median {b['median']:.4f}",
-        f"  OOD images converted to the model's: {'; '.join(b['conversion'])}",
-        f"  AUROC of bits/dim as an OOD score: {report['auroc']:.3f} (0.5 = chance; below 0.5: the OOD data looks "
-        f"more likely)",
-        f"  histograms: {report['png']}, statistics: {output_dir / 'ood.json'}",
-    ])
+def _reference_model(cfg: DictConfig, device: Any) -> Any:
+    """The flow of ``ood_reference_ckpt`` (the one the launch's checks read), or None."""
+    if not cfg.get("ood_reference_ckpt"):
+        return None
+    path = resolve_ckpt_path(cfg.ood_reference_ckpt)
+    read = handoff.take("reference", str(path))
+    return load_module(path, device=str(device), ckpt=read).eval_model.eval()
+
+
+def _ood_lines(record: dict[str, Any]) -> str:
+    """The OOD table's AUROCs, one line per score, and where the files are."""
+    rows = [r for r in record["rows"] if r["role"] == "ood"]
+    lines = [f"out-of-distribution scores against {record['in_distribution']} (higher = more OOD; AUROC 0.5 = chance,"
+             f" below 0.5: the OOD set looks more in-distribution than the test set):"]
+    for score in dict.fromkeys(r["score"] for r in rows):
+        cells = ", ".join(f"{r['data']} {r['auroc']:.3f}" for r in rows if r["score"] == score)
+        lines.append(f"  {score}: AUROC {cells}")
+    files = record["files"]
+    lines.append(f"  table: {files['md']} (also .csv, .json); picture: {files['png']}")
+    return "\n".join(lines)

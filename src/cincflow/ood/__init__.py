@@ -10,17 +10,17 @@
 - :mod:`.evaluation`: :func:`ood_evaluation`, all of it for several OOD sets in one call.
 """
 from .evaluation import ood_evaluation, resolve_scores, score_set
-from .figure import histogram_png, score_figure
+from .figure import score_figure
 from .images import LUMA, bits_per_image, fit_images, image_batches
 from .levels import LevelTerms, level_terms
 from .metrics import auroc, detection_metrics
 from .scores import (SCORE_NAMES, TypicalityTest, bpd, complexity_bpd, last_scale, level_bpd, likelihood_ratio,
                      s_score, typicality, typicality_test)
-from .table import ood_report, summary, table_rows
+from .table import summary, table_rows
 
 __all__ = [
     "LUMA", "LevelTerms", "SCORE_NAMES", "TypicalityTest", "auroc", "bits_per_image", "bpd", "complexity_bpd",
-    "detection_metrics", "fit_images", "histogram_png", "image_batches", "last_scale", "level_bpd", "level_terms",
-    "likelihood_ratio", "ood_evaluation", "ood_report", "resolve_scores", "s_score", "score_figure", "score_set",
+    "detection_metrics", "fit_images", "image_batches", "last_scale", "level_bpd", "level_terms",
+    "likelihood_ratio", "ood_evaluation", "resolve_scores", "s_score", "score_figure", "score_set",
     "summary", "table_rows", "typicality", "typicality_test",
 ]

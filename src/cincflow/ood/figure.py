@@ -1,11 +1,10 @@
 """Histograms of OOD scores: one panel per score with the in-distribution set and every OOD set on
-shared bins and the threshold at 95 % TPR; and the single-panel bits/dim picture of ``ood_bpd.png``.
+shared bins and the threshold at 95 % TPR.
 matplotlib's ``Figure`` only (no pyplot: the caller's backend is left alone)."""
 from __future__ import annotations
 
 import math
 import textwrap
-from pathlib import Path
 
 import torch
 
@@ -25,21 +24,6 @@ def draw_histograms(ax, sets: dict[str, torch.Tensor], bins: int = 40) -> None:
         extra = f", {hidden} non-finite not shown" if hidden else ""
         ax.hist(finite[name].numpy(), bins=edges, alpha=0.55, density=True,
                 label=f"{name} (n={len(values)}, mean {float(values.mean()):.3f}{extra})")
-
-
-def histogram_png(sets: dict[str, torch.Tensor], path: Path, title: str) -> None:
-    """Histograms of bits/dim of each named set on shared bins, in one PNG."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.6), dpi=120)
-    ax = fig.subplots()
-    draw_histograms(ax, sets)
-    ax.set_xlabel("bits/dim (lower = more likely under the model)")
-    ax.set_ylabel("density")
-    ax.set_title("\n".join(textwrap.fill(line, 90) for line in title.split("\n")), fontsize=8)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
 
 
 def score_figure(values: dict[str, dict[str, torch.Tensor]], in_name: str, columns: list[str],

@@ -1,5 +1,5 @@
 """The OOD table: per score, the in-distribution set's own row and one row per OOD set with the
-detection metrics; written as Markdown, CSV and JSON. Also the single-set ``ood.json`` record."""
+detection metrics; written as Markdown, CSV and JSON."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .metrics import auroc, detection_metrics
+from .metrics import detection_metrics
 
 STAT_KEYS = ("n", "mean", "std", "median")
 METRIC_KEYS = ("auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "threshold_at_95_tpr")
@@ -70,16 +70,3 @@ def write_table(record: dict[str, Any], title: str) -> None:
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in record["rows"])
     Path(files["json"]).write_text(json.dumps(record, indent=2))
-
-
-def ood_report(in_bpd: torch.Tensor, ood_bpd: torch.Tensor, in_name: str, ood_name: str,
-               notes: list[str]) -> dict[str, Any]:
-    """The record of ``ood.json``: both summaries, the conversion of the OOD images, the AUROC."""
-    return {
-        "in_distribution": {"data": in_name, **summary(in_bpd)},
-        "ood": {"data": ood_name, "conversion": notes or ["none: same channels and size as the model"],
-                **summary(ood_bpd)},
-        "auroc": auroc(in_bpd, ood_bpd),
-        "auroc_meaning": "P(an OOD image has higher bits/dim than a test image): 1 = separated by likelihood, "
-                         "0.5 = chance, below 0.5 = the OOD images look MORE likely to the model",
-    }

@@ -40,6 +40,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from ..errors import ConfigError, NonFiniteTrainingError
+from ..compiled import compile_flow, compile_options
 from ..model import dims_mismatch
 from .actnorm_init import actnorm_initialized, actnorm_layers, initialize_actnorm
 from .ema import EMA
@@ -66,6 +67,7 @@ class FlowLitModule(LightningModule):
         noise_seed: int | None = None,
         scheduler_interval: str = "step",
         scheduler_monitor: str = "val/bpd",
+        compile: bool | str = False,
         data: Mapping[str, Any] | None = None,
     ):
         """
@@ -80,12 +82,12 @@ class FlowLitModule(LightningModule):
             max_bad_steps: stop training after this many consecutive steps with a non-finite loss
                 or gradient (each one is skipped); 0 or None: never stop.
             actnorm_init_seed: seed of the dequantisation noise used for that init (None: 0).
-            noise_seed: when set, the global torch RNG (training dequantisation noise) is re-seeded
-                at the start of every training epoch from (noise_seed, epoch, rank), so a run resumed
-                from an end-of-epoch checkpoint draws exactly the noise of an uninterrupted run
-                (validation and the sanity check consume random numbers too).
+            noise_seed: when set, the training noise (the global torch RNG) is re-seeded every epoch from
+                (noise_seed, epoch, rank): a resumed run draws exactly the noise of an uninterrupted one.
             scheduler_interval: ``step`` (after every optimiser step) or ``epoch``.
             scheduler_monitor: the metric ``ReduceLROnPlateau`` reads.
+            compile: ``torch.compile`` the flow and its average when training starts (a string: the
+                backend; ``True``: inductor): :func:`cincflow.compiled.compile_flow`.
             data: the data config of the run (kept in the checkpoint for eval/sample); None: taken
                 from the trainer's DataModule when training starts.
         """
@@ -97,14 +99,13 @@ class FlowLitModule(LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.ema = EMA(self.model, float(ema_decay)) if ema_decay else None
-        self.train_bpd = MeanMetric()
-        self.val_bpd = MeanMetric()
-        self.test_bpd = MeanMetric()
+        self.train_bpd, self.val_bpd, self.test_bpd = MeanMetric(), MeanMetric(), MeanMetric()
         self.best_val_bpd = math.inf  # lowest FINITE val/bpd of the run (kept in checkpoints)
         self.skipped_steps = 0  # steps skipped for a non-finite loss/gradient (kept in checkpoints)
         self.consecutive_bad_steps = 0
         self._loss_finite = True
         self._step_skipped = False
+        self._compiled = False
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -124,10 +125,16 @@ class FlowLitModule(LightningModule):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, stage: str) -> None:
-        """Record the data config of the trainer's DataModule (when it has one and none was given)."""
+        """Record the data config of the trainer's DataModule (when it has one and none was given);
+        compile the flow (and its average) once when asked to."""
         dm = getattr(self.trainer, "datamodule", None)
         if self.hparams.get("data") is None and callable(getattr(dm, "data_config", None)):
             self.hparams["data"] = dm.data_config()
+        backend = self.hparams.get("compile")
+        if backend and not self._compiled:
+            for flow in {id(m): m for m in (self.model, self.eval_model)}.values():
+                compile_flow(flow, **compile_options(backend))
+            self._compiled = True
 
     def on_fit_start(self) -> None:
         if actnorm_initialized(self.model):

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ...errors import ConfigError, find_user_error, one_line, report_errors
 from .. import handoff
 from ..checks import check_creatable, validate
-from ..data import DATA_KEYS, ood_data_configs, ood_datamodule, prepared_data
+from ..data import DATA_KEYS, prepared_data
+from ..evaluation import ood_data_configs, ood_datamodule
 from ..schema import plain
 
 FIX = "choose another folder with hydra.run.dir=..., hydra.sweep.dir=... or paths.log_dir=..."
@@ -37,11 +38,9 @@ def check_launch(cfg: DictConfig, script: str, output_dir: str, data_seen: set[s
     rank 0; skipped for a data config already in ``data_seen``, which it joins). ``single``: the launch
     of one run, whose job gets the DataModule and the model's sizes (written into ``cfg.model``)."""
     validate(cfg, script, output_dir=output_dir)
-    if script == "eval" and rank_zero_only.rank == 0:
-        for name, config in ood_data_configs(cfg).items():  # each read (test split) before the folder
-            datamodule = ood_datamodule(name, config, cfg.get("batch_size"))
-            if single:
-                handoff.keep(f"ood:{name}", config, datamodule)
+    if script == "eval" and rank_zero_only.rank == 0 and not single:  # a single run's: with its checkpoint
+        for name, config in ood_data_configs(cfg).items():
+            ood_datamodule(name, config, cfg.get("batch_size"))
     if script != "train" or rank_zero_only.rank != 0 or not isinstance(cfg.get("data"), DictConfig):
         return
     trial = OmegaConf.create({"data": plain(cfg.data), "model": plain(cfg.model)})  # the job's stay as they are
