@@ -133,5 +133,5 @@ def validate(cfg: DictConfig, script: str, output_dir: str | os.PathLike | None 
         if cfg.get("device", "auto") != "auto":
             check_device(str(cfg.device))
         if cfg.get("output"):
-            check_image_file(str(cfg.output))
             check_creatable(cfg.output, "output=", "choose another file with output=<folder>/<name>.png", is_file=True)
+            check_image_file(str(cfg.output))

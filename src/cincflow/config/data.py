@@ -5,7 +5,6 @@ is made, and by the jobs when they were not launched through them."""
 from __future__ import annotations
 
 import inspect
-from types import SimpleNamespace
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -115,27 +114,3 @@ def eval_data_config(cfg: DictConfig, saved: Any) -> dict[str, Any]:
     if cfg.get("batch_size"):
         data_cfg["batch_size"] = int(cfg.batch_size)
     return data_cfg
-
-
-def check_checkpoint_for(cfg: DictConfig, script: str, ckpt: dict[str, Any], path: Any) -> None:
-    """What ``script`` (eval | sample) would refuse in the checkpoint dict ``ckpt`` (hyper-parameters
-    this version does not take, no data config where the data is needed, data whose images do not fit
-    its model), without building its model; the data it reads is read here (and handed to the job),
-    for eval with the out-of-distribution inputs (:func:`cincflow.config.evaluation.prepare_ood`)."""
-    from ..training.lit_module import FlowLitModule
-    from ..training.restore import module_arguments
-    from . import handoff
-    from .evaluation import prepare_ood
-
-    model_config, args = module_arguments(ckpt.get("hyper_parameters"), path, FlowLitModule)
-    if not uses_data(cfg, script):
-        return
-    data_cfg = eval_data_config(cfg, args.get("data"))
-    datamodule = instantiate_data(data_cfg)
-    check_data_fits(SimpleNamespace(**model_config), datamodule)
-    if rank_zero_only.rank != 0:
-        return
-    check_data_first(datamodule)
-    handoff.keep("data", data_cfg, datamodule)
-    if script == "eval":
-        prepare_ood(cfg, model_config, datamodule)

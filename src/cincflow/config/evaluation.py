@@ -2,17 +2,20 @@
 made (by the Hydra callbacks, whose DataModules and checkpoints go to the job): the OOD sets named by
 ``ood_data`` (configs of the data group, each scored on its test split as it defines it), the training
 images of the typicality test, the reference model of the likelihood ratio (``ood_reference_ckpt``), and
-the typicality batch against the sizes of all of them."""
+the typicality batch against the sizes of all of them; and what eval and sample would refuse in a
+checkpoint (:func:`check_checkpoint_for`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from ..errors import ConfigError, DatasetNotFoundError, one_line
-from .data import instantiate_data
+from .data import check_data_first, check_data_fits, eval_data_config, instantiate_data, uses_data
 from .schema import plain
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's (src/cincflow/config/evaluation.py)
@@ -146,3 +149,26 @@ def prepare_ood(cfg: DictConfig, model_config: dict[str, Any], datamodule: Light
     reference = reference_checkpoint(cfg, model_config)
     if reference is not None:
         handoff.keep("reference", str(reference[0]), reference[1])
+
+
+def check_checkpoint_for(cfg: DictConfig, script: str, ckpt: dict[str, Any], path: Any) -> None:
+    """What ``script`` (eval | sample) would refuse in the checkpoint dict ``ckpt`` (hyper-parameters
+    this version does not take, no data config where the data is needed, data whose images do not fit
+    its model), without building its model; the data it reads is read here (and handed to the job),
+    for eval with the out-of-distribution inputs (:func:`prepare_ood`)."""
+    from ..training.lit_module import FlowLitModule
+    from ..training.restore import module_arguments
+    from . import handoff
+
+    model_config, args = module_arguments(ckpt.get("hyper_parameters"), path, FlowLitModule)
+    if not uses_data(cfg, script):
+        return
+    data_cfg = eval_data_config(cfg, args.get("data"))
+    datamodule = instantiate_data(data_cfg)
+    check_data_fits(SimpleNamespace(**model_config), datamodule)
+    if rank_zero_only.rank != 0:
+        return
+    check_data_first(datamodule)
+    handoff.keep("data", data_cfg, datamodule)
+    if script == "eval":
+        prepare_ood(cfg, model_config, datamodule)

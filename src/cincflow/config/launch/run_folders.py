@@ -18,7 +18,7 @@ from ...runs import (check_training_folder, claim_new_folder, hpc_checkpoint, is
                      resume_folder)
 from ...training.checkpoints import check_archive, load_checkpoint_dict, resolve_ckpt_path
 from .. import handoff
-from ..data import check_checkpoint_for
+from ..evaluation import check_checkpoint_for
 
 
 def _explicit(config: DictConfig, key: str) -> bool:
