@@ -6,6 +6,7 @@
     python src/train.py ckpt_path=outputs/.../checkpoints/last.ckpt  # resume
     python src/train.py experiment=quickstart ckpt_path=last  # resume (in its folder) the newest last.ckpt of the task + architecture
     python src/train.py ckpt_path=... resume=weights       # a new run from a checkpoint's weights (fresh optimizer)
+    python src/train.py -m hparams_search=quickstart_optuna  # Optuna search (README: search and cluster sweeps)
 
 Bad input (missing/corrupt data, invalid model config, unusable checkpoint) prints one line
 `error: <what is wrong and how to fix it>` on stderr and exits with status 2; a fault while training
@@ -21,11 +22,13 @@ from omegaconf import DictConfig  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    from cincflow.errors import report_errors
+def main(cfg: DictConfig) -> float:
     from cincflow.jobs import train
+    from cincflow.search import run_task
 
-    report_errors(train, cfg)  # known errors: one line `error: ...` on stderr, exit 2 (3: runtime fault)
+    # known errors: one line `error: ...` on stderr, exit 2 (3: runtime fault); in a multirun the job fails
+    # alone. Returns the value of optimized_metric (what a sweeper such as Optuna optimises).
+    return run_task(train, cfg)
 
 
 if __name__ == "__main__":
