@@ -24,7 +24,7 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     from cincflow.jobs import train
-    from cincflow.search import run_task
+    from cincflow.config.search import run_task
 
     # known errors: one line `error: ...` on stderr, exit 2 (3: runtime fault); in a multirun the job fails
     # alone. Returns the value of optimized_metric (what a sweeper such as Optuna optimises).

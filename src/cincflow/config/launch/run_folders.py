@@ -16,7 +16,7 @@ from ...errors import ConfigError, report_errors
 from ...paths import resolve_path
 from ...runs import (check_training_folder, claim_new_folder, hpc_checkpoint, is_training_run, job_dir,
                      resume_folder)
-from ...search.sweeper import continues_study
+from ..search.sweeper import continues_study
 from ...training.checkpoints import check_archive, load_checkpoint_dict, resolve_ckpt_path
 from .. import handoff
 from ..evaluation import check_checkpoint_for
@@ -48,12 +48,11 @@ class RunFolders(Callback):
     def _choose_sweep_dir(config: DictConfig) -> None:
         sweep = resolve_path(str(config.hydra.sweep.dir))
         if _explicit(config, "hydra.sweep.dir"):
-            if (sweep / "multirun.yaml").exists():
-                if not continues_study(config, sweep):
-                    raise ConfigError(f"{sweep} already holds a multirun (multirun.yaml): choose a new hydra.sweep.dir=... "
-                                      f"(an Optuna search given its own sweep folder continues its study there)")
-                (sweep / "multirun.yaml").rename(sweep / f"multirun_{_stamp()}.yaml")  # the earlier launch's, kept
-            sweep.mkdir(parents=True, exist_ok=True)  # the study's SQLite file is created in it
+            held = [m for m in ("multirun.yaml", "*/.hydra") if next(sweep.glob(m), None) is not None]
+            if held and not continues_study(config, sweep):
+                raise ConfigError(f"{sweep} already holds a multirun ({'multirun.yaml' if held[0] == 'multirun.yaml' else 'job folders'}): "
+                                  f"choose a new hydra.sweep.dir=... (an Optuna search continues its study in its own sweep folder)")
+            sweep.mkdir(parents=True, exist_ok=True)  # a study's SQLite file is created in it
             return
         with read_write(config.hydra):
             config.hydra.sweep.dir = str(claim_new_folder(sweep))

@@ -1,10 +1,11 @@
-"""The summary of a Hydra multirun: one row per job (its overrides, test bits/dim, best validation
-bits/dim, steps, time, run folder), printed and written as ``summary.md`` and ``summary.csv`` into the
+"""The summary of a Hydra multirun: one row per job (its overrides, tags, test bits/dim, best validation
+bits/dim, steps, time, run folder; a failed job's error), printed and written as ``summary.md`` and ``summary.csv`` into the
 sweep folder when the multirun ends (:class:`SweepSummary`, a Hydra callback: conf/hydra/default.yaml).
 
 The rows are read from disk, from every job folder of the sweep (``.hydra/overrides.yaml`` and the
-job's ``metrics.json``), so the summary is the same with any launcher and can be rebuilt later with
-:func:`write_summary`.
+job's ``metrics.json``, or the ``error.txt`` of a job that failed), so the summary is the same with any
+launcher and can be rebuilt later with :func:`write_summary`. An Optuna search also lists its trials with
+their parameters and value, best first (:mod:`cincflow.config.search.trials`; summary.csv: best first too).
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-COLUMNS = ("job", "overrides", "test bits/dim", "best val bits/dim", "steps", "time (s)", "run folder")
+from ..search.objective import ERROR_FILE
+from ..search.trials import best_first, study_of, trial_cells, trials_markdown
+
+COLUMNS = ("job", "overrides", "tags", "test bits/dim", "best val bits/dim", "steps", "time (s)", "run folder")
 METRICS = {"test bits/dim": "test/bpd", "best val bits/dim": "val/bpd_best", "steps": "global_step",
            "time (s)": "train_seconds"}
 
@@ -32,17 +36,21 @@ def _job_number(folder: Path) -> float:
 def sweep_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every job folder below ``sweep_dir`` (one with ``.hydra/overrides.yaml``; also nested, as with
     ``hydra.sweep.subdir=<a>/<b>``), in job order: ``folder``, ``num`` (``hydra.job.num``),
-    ``overrides`` (the job's command-line overrides, a list) and ``metrics`` (its ``metrics.json``;
-    None while missing, e.g. for a job that failed)."""
+    ``overrides`` (the job's command-line overrides, a list), ``tags`` (its config's), ``metrics`` (its
+    ``metrics.json``; None while missing, e.g. for a job that failed) and ``error`` (its error.txt's line)."""
     jobs = []
     for marker in sweep_dir.glob("**/.hydra/overrides.yaml"):
         folder = marker.parent.parent
         metrics_path = folder / "metrics.json"
+        config_path, error_path = folder / ".hydra" / "config.yaml", folder / ERROR_FILE
+        tags = OmegaConf.select(OmegaConf.load(config_path), "tags") if config_path.is_file() else None
         jobs.append({
             "folder": folder,
             "num": _job_number(folder),
             "overrides": [str(o) for o in OmegaConf.to_container(OmegaConf.load(marker)) or []],
+            "tags": [str(t) for t in tags or []],
             "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
+            "error": error_path.read_text().strip() if error_path.is_file() else None,
         })
     return sorted(jobs, key=lambda job: (job["num"], str(job["folder"])))
 
@@ -66,10 +74,13 @@ def summary_rows(jobs: list[dict[str, Any]]) -> tuple[list[dict[str, str]], list
         metrics = job["metrics"]
         row = {"job": str(job["num"]) if job["num"] != math.inf else "?",
                "overrides": " ".join(o for o in job["overrides"] if o not in common),
+               "tags": " ".join(job.get("tags") or []),
                "all overrides": " ".join(job["overrides"])}
         for column, key in METRICS.items():
             row[column] = _cell(column, (metrics or {}).get(key))
-        if metrics is None:
+        if job.get("error"):
+            row["test bits/dim"] = f"failed ({job['error']})"
+        elif metrics is None:
             row["test bits/dim"] = "no metrics.json"
         row["run folder"] = str(job["folder"])
         rows.append(row)
@@ -86,18 +97,31 @@ def markdown_table(rows: list[dict[str, str]], common: list[str], sweep_dir: Pat
     return "\n".join(lines) + "\n"
 
 
-def write_summary(sweep_dir: str | Path) -> str | None:
+def write_summary(sweep_dir: str | Path, study: tuple[list[Any], bool] | None = None, metric: str = "val/bpd") -> str | None:
     """Write ``summary.md`` and ``summary.csv`` into ``sweep_dir``; returns the markdown (None when
-    no job of the sweep wrote a ``metrics.json``, e.g. a sweep of src/sample.py)."""
+    no job of the sweep wrote a ``metrics.json``, e.g. a sweep of src/sample.py, and it is no search).
+    ``study``: (trials, maximises) of an Optuna search, whose trials the summary lists too."""
     sweep_dir = Path(sweep_dir)
     jobs = sweep_jobs(sweep_dir) if sweep_dir.is_dir() else []
-    if not any(job["metrics"] is not None for job in jobs):
+    if not any(job["metrics"] is not None for job in jobs) and not (study and study[0]):
         return None
     rows, common = summary_rows(jobs)
     text = markdown_table(rows, common, sweep_dir)
+    fields = [*COLUMNS, "all overrides"]
+    if study:
+        trials, maximise = study
+        by_number = {t.number: t for t in trials}
+        for row in rows:
+            trial = by_number.get(int(row["job"])) if row["job"].isdigit() else None
+            row.update(trial_cells(trial) if trial is not None else {})
+        order = {t.number: i for i, t in enumerate(best_first(trials, maximise))}
+        rows.sort(key=lambda r: order.get(int(r["job"]) if r["job"].isdigit() else -1, len(order)))
+        folders = {int(r["job"]): str(Path(r["run folder"]).relative_to(sweep_dir)) for r in rows if r["job"].isdigit()}
+        text += "\n" + trials_markdown(trials, maximise, folders, metric)
+        fields += ["trial value", "trial state", "params"]
     (sweep_dir / "summary.md").write_text(text)
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, "all overrides"])
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     return text
@@ -108,6 +132,6 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        text = write_summary(sweep_dir)
+        text = write_summary(sweep_dir, study_of(config), str(config.get("optimized_metric") or "val/bpd"))
         if text is not None:
             print(f"\n{text}\nsummary: {sweep_dir / 'summary.md'}, {sweep_dir / 'summary.csv'}", flush=True)

@@ -1,5 +1,5 @@
 """What makes hydra-optuna-sweeper's OptunaSweeper resumable (:func:`continue_study`; the sweeper itself,
-``hydra_plugins.cincflow_search.ResumableOptunaSweeper``, lives where Hydra finds plugins): the study lives in its storage (conf/hparams_search:
+``hydra_plugins.cincflow_search.resumable_optuna.ResumableOptunaSweeper``, lives where Hydra finds plugins): the study lives in its storage (conf/hparams_search:
 ``sqlite:///<sweep dir>/optuna.db``), and the same command again with ``hydra.sweep.dir=<that folder>``
 continues it.
 
@@ -42,6 +42,8 @@ def continue_study(impl: Any) -> None:
     wanted = int(impl.n_trials)
     impl.n_trials = max(0, wanted - done)
     impl.job_idx = max(t.number for t in trials) + 1
+    if hasattr(impl.sampler, "reseed_rng"):  # its seed again would draw the first trials' random values again
+        impl.sampler.reseed_rng()
     message = (f"Continuing the study {impl.study_name!r}: {done} trial(s) done, n_trials={wanted}: "
                f"{impl.n_trials} more" + ("" if impl.n_trials else " (raise hydra.sweeper.n_trials to run more)"))
     log.info(message)
@@ -57,6 +59,8 @@ def study_file(config: Any) -> Path | None:
 
 
 def continues_study(config: Any, sweep_dir: Path) -> bool:
-    """Whether this launch continues the study kept in ``sweep_dir`` (its SQLite file is there)."""
+    """Whether this launch continues a study kept in ``sweep_dir`` (its SQLite file there holds the study)."""
     found = study_file(config)
-    return found is not None and found.is_file() and found.parent == sweep_dir.resolve()
+    return (found is not None and found.is_file() and found.parent == sweep_dir.resolve()
+            and bool(existing_trials(OmegaConf.select(config, "hydra.sweeper.storage"),
+                                     OmegaConf.select(config, "hydra.sweeper.study_name"))))

@@ -22,7 +22,7 @@ from typing import Any
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..errors import TrainingInterrupted, find_user_error, one_line, report_errors
+from ...errors import TrainingInterrupted, find_user_error, one_line, report_errors
 
 log = logging.getLogger(__name__)
 
