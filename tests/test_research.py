@@ -289,9 +289,9 @@ def test_sweep_summary_of_nested_job_folders_and_a_failed_job(tmp_path):
     job(tmp_path / "paper_b" / "seed_0", 1, ["experiment=paper/b", "seed=0"])  # failed: no metrics.json
     job(tmp_path / "paper_c" / "seed_0", 2, ["experiment=paper/c", "seed=0"])  # failed, its error.txt says why
     (tmp_path / "paper_c" / "seed_0" / "error.txt").write_text("error: data_dir=/x holds no CIFAR-10\n")
-    (tmp_path / "paper_a" / "seed_0" / ".hydra" / "config.yaml").write_text("tags: [paper, a]\n")
     job(tmp_path / "paper_a" / "seed_0", 0, ["experiment=paper/a", "seed=0"],
         {"test/bpd": 3.14159, "val/bpd_best": 3.2, "global_step": 12, "train_seconds": 4.26})
+    (tmp_path / "paper_a" / "seed_0" / ".hydra" / "config.yaml").write_text("tags: [paper, a]\n")
     text = write_summary(tmp_path)
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[1] == "| 0 | experiment=paper/a | paper a | 3.1416 | 3.2000 | 12 | 4.3 | paper_a/seed_0 |"
