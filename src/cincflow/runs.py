@@ -12,6 +12,8 @@ and the log file before the task runs):
   files of the resumed launch (config, overrides, log) go to ``.hydra/resume_<date>_<time>/``: no file
   of the run is replaced or appended to before the job's own checks pass;
 * under DDP only global rank 0 decides and checks; the other processes use the folder they are given;
+* a job that submitit requeued (hydra/launcher=slurm, :func:`requeued_checkpoint`) resumes from the
+  last.ckpt of its own run folder;
 * under SLURM, a requeued job (``hydra.run.dir=outputs/<task>/$SLURM_JOB_ID``, Lightning's
   ``hpc_ckpt_<n>.ckpt`` in the folder) continues its run there (Lightning restores that checkpoint);
 * eval.py / sample.py given a training run's folder write into a folder of their own inside it,
@@ -71,6 +73,16 @@ def hpc_checkpoint(folder: Path) -> Path | None:
         return None
     found = sorted(folder.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1] or 0))
     return found[-1] if found else None
+
+
+def requeued_checkpoint(folder: Path) -> Path | None:
+    """A SLURM job requeued into its run folder (``SLURM_RESTART_COUNT`` >= 1: submitit's requeue after a
+    preemption or the time limit, hydra/launcher=slurm): that folder's ``checkpoints/last.ckpt``, which the
+    run resumes from; else None."""
+    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
+        return None
+    last = Path(folder) / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
 
 
 def resume_folder(cfg: Any, ckpt: Path | None) -> Path | None:

@@ -27,7 +27,7 @@ from ..config import handoff, validate
 from ..config.data import check_data_first, fill_model_from_data, instantiate_data
 from ..errors import ConfigError, TrainingInterrupted
 from ..paths import ensure_writable_dir
-from ..runs import check_training_folder
+from ..runs import check_training_folder, requeued_checkpoint
 from ..timing import torch_threads
 from ..training.callbacks import GracefulStop
 from ..training.checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
@@ -93,7 +93,8 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
         seed_everything(int(cfg.seed), workers=True)
     output_dir = Path(cfg.paths.output_dir)
     resume = str(cfg.get("resume") or "full")  # full | weights (checked by the schema)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg, named_dir=output_dir, training=True) if cfg.get("ckpt_path") else None
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg, named_dir=output_dir, training=True) if cfg.get("ckpt_path") \
+        else requeued_checkpoint(output_dir)  # a requeued SLURM job continues its run
     check_training_folder(output_dir, cfg, ckpt_path)  # the command line checked it before Hydra wrote
     ensure_writable_dir(output_dir)
 

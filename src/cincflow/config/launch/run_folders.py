@@ -22,6 +22,10 @@ from .. import handoff
 from ..evaluation import check_checkpoint_for
 
 
+# at import, not in the callback's __init__: a submitit job unpickles the callbacks (no __init__) in a new process
+OmegaConf.register_new_resolver("cincflow.job_dir", job_dir, replace=True)
+
+
 def _explicit(config: DictConfig, key: str) -> bool:
     overrides = list(config.hydra.overrides.hydra) + list(config.hydra.overrides.task)
     return any(str(o).lstrip("+~").startswith(f"{key}=") for o in overrides)
@@ -34,9 +38,6 @@ def _stamp() -> str:
 class RunFolders(Callback):
     """Hydra callback: the run (or sweep) folder of this launch, decided before anything is written.
     It provides the resolver ``cincflow.job_dir`` (:func:`job_dir`) that names a multirun's job folders."""
-
-    def __init__(self) -> None:
-        OmegaConf.register_new_resolver("cincflow.job_dir", job_dir, replace=True)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         report_errors(self._choose_run_dir, config)  # exit 2 before Hydra writes anything
