@@ -15,20 +15,23 @@ from cli import run_cases
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def sbatch_script(launcher: dict, folder: Path) -> str:
-    """The sbatch file submitit writes for ``launcher`` (hydra.launcher), built as the plugin builds its executor."""
+def sbatch_script(launcher: dict, folder: Path, monkeypatch) -> str:
+    """The sbatch file submitit writes for ``launcher`` (hydra.launcher), built as the plugin builds its executor
+    (submitit's check for an ``srun`` on this machine answered as on a cluster's login node)."""
     import submitit
+    from submitit.slurm.slurm import SlurmExecutor
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
     base = set(OmegaConf.structured(BaseQueueConf).keys())
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=launcher["max_num_timeout"])
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in launcher.items()
                                   if k not in ("_target_", "submitit_folder", "max_num_timeout")})
     return executor._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
 
 
-def test_the_slurm_launcher_composes_into_the_sbatch_settings_a_user_sets(tmp_path):
+def test_the_slurm_launcher_composes_into_the_sbatch_settings_a_user_sets(tmp_path, monkeypatch):
     """experiment=cifar10_paper on 2 nodes x 4 GPUs: one task per GPU (tasks_per_node follows gpus_per_node),
     the partition, time, CPUs, memory, extra sbatch options and the USR2 signal before the time limit."""
     from omegaconf import OmegaConf
@@ -44,7 +47,7 @@ def test_the_slurm_launcher_composes_into_the_sbatch_settings_a_user_sets(tmp_pa
     launcher["name"] = "train"
     assert launcher["_target_"].endswith("SlurmLauncher") and launcher["tasks_per_node"] == 4
     assert cfg.trainer.num_nodes == launcher["nodes"] and cfg.trainer.devices == launcher["gpus_per_node"]
-    text = sbatch_script(launcher, tmp_path)
+    text = sbatch_script(launcher, tmp_path, monkeypatch)
     for line in ("#SBATCH --partition=gpu", "#SBATCH --nodes=2", "#SBATCH --gpus-per-node=4",
                  "#SBATCH --ntasks-per-node=4", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64GB",
                  "#SBATCH --time=2880", "#SBATCH --mail-type=END", "#SBATCH --signal=USR2@120", "#SBATCH --open-mode=append"):
@@ -81,7 +84,7 @@ def test_a_sweep_through_submitit_local_runs_each_job_in_its_own_process(tmp_pat
         rows = {r["overrides"]: r for r in csv.DictReader(f)}
     assert len(rows) == 4 and len(list((sweep / ".submitit").glob("*/*_log.out"))) == 4
     for coupling in ("affine", "quad"):
-        good, bad = rows[f"coupling={coupling} optimizer.lr=0.001"], rows[f"coupling={coupling} optimizer.lr=1e30"]
+        good, bad = rows[f"coupling={coupling} optimizer.lr=0.001"], rows[f"coupling={coupling} optimizer.lr=1e+30"]
         folder = Path(good["run folder"])
         assert json.loads((folder / "metrics.json").read_text())["coupling"] == coupling
         assert bad["test bits/dim"].startswith("failed (error: ") and "non-finite" in bad["test bits/dim"]
