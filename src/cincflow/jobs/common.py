@@ -28,10 +28,11 @@ def say(message: str) -> None:
 
 
 def instantiate_callbacks(callbacks_cfg: DictConfig | None) -> list[Callback]:
-    """Every entry of the ``callbacks`` group that has a ``_target_``."""
+    """Every entry of the ``callbacks`` group that has a ``_target_`` (a factory may return None: none)."""
     if not callbacks_cfg:
         return []
-    return [instantiate(cb) for cb in callbacks_cfg.values() if isinstance(cb, DictConfig) and "_target_" in cb]
+    built = [instantiate(cb) for cb in callbacks_cfg.values() if isinstance(cb, DictConfig) and "_target_" in cb]
+    return [cb for cb in built if cb is not None]
 
 
 def instantiate_module(module_cfg: DictConfig) -> LightningModule:
