@@ -79,9 +79,10 @@ def test_multirun_ends_with_a_summary_of_every_job(multirun):
         assert job.parent == sweep and job.name.startswith(row["job"] + "_")
     table = (sweep / "summary.md").read_text()
     assert "Common overrides: experiment=quickstart debug=smoke trainer.enable_progress_bar=False logger=wandb_csv" in table
-    assert "| job | overrides | test bits/dim | best val bits/dim | steps | time (s) | run folder |" in table
+    assert "| job | overrides | tags | test bits/dim | best val bits/dim | steps | time (s) | run folder |" in table
     for row in rows:
-        cells = [row[c] for c in ("job", "overrides", "test bits/dim", "best val bits/dim", "steps", "time (s)")]
+        assert row["tags"] == "quickstart digits cinc quad"  # experiment=quickstart's
+        cells = [row[c] for c in ("job", "overrides", "tags", "test bits/dim", "best val bits/dim", "steps", "time (s)")]
         assert "| " + " | ".join(cells) + f" | {Path(row['run folder']).name} |" in table
     assert table.strip() in proc.stdout  # printed at the end
 
