@@ -295,8 +295,9 @@ def test_sweep_summary_of_nested_job_folders_and_a_failed_job(tmp_path):
     text = write_summary(tmp_path)
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines[1] == "| 0 | experiment=paper/a | paper a | 3.1416 | 3.2000 | 12 | 4.3 | paper_a/seed_0 |"
-    assert lines[2] == "| 1 | experiment=paper/b | - | no metrics.json | - | - | - | paper_b/seed_0 |"
-    assert lines[3] == "| 2 | experiment=paper/c | - | failed (error: data_dir=/x holds no CIFAR-10) | - | - | - | paper_c/seed_0 |"
+    # a job whose config has no tags: those derived from its overrides (what it sent to W&B)
+    assert lines[2] == "| 1 | experiment=paper/b | experiment=paper/b seed=0 | no metrics.json | - | - | - | paper_b/seed_0 |"
+    assert lines[3] == "| 2 | experiment=paper/c | experiment=paper/c seed=0 | failed (error: data_dir=/x holds no CIFAR-10) | - | - | - | paper_c/seed_0 |"
     assert "Common overrides: seed=0" in text and (tmp_path / "summary.csv").is_file()
     assert write_summary(tmp_path / "paper_b") is None  # no job with metrics: nothing written
 

@@ -96,5 +96,5 @@ def test_a_failed_or_diverged_trial_returns_the_worst_value():
     for record in (None, {}, {"val/bpd": float("nan")}, {"val/bpd": float("inf")}, {"val/bpd": None}):
         assert objective_value(record, "val/bpd") == math.inf
         assert objective_value(record, "val/bpd", maximise=True) == -math.inf
-    assert derived_tags(["coupling=quad", "hydra.sweep.dir=x", "+model.depth=2", "paths.log_dir=y"]) == \
+    assert derived_tags(["coupling=quad", "hydra.sweep.dir=x", "+model.depth=2", "paths.log_dir=y", "tags=[]"]) == \
         ["coupling=quad", "model.depth=2"]

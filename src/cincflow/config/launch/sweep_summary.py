@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ..search.objective import ERROR_FILE
+from ..search.objective import ERROR_FILE, derived_tags
 from ..search.trials import best_first, study_of, trial_cells, trials_markdown
 
 COLUMNS = ("job", "overrides", "tags", "test bits/dim", "best val bits/dim", "steps", "time (s)", "run folder")
@@ -44,11 +44,12 @@ def sweep_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
         metrics_path = folder / "metrics.json"
         config_path, error_path = folder / ".hydra" / "config.yaml", folder / ERROR_FILE
         tags = OmegaConf.select(OmegaConf.load(config_path), "tags") if config_path.is_file() else None
+        overrides = OmegaConf.to_container(OmegaConf.load(marker)) or []
         jobs.append({
             "folder": folder,
             "num": _job_number(folder),
-            "overrides": [str(o) for o in OmegaConf.to_container(OmegaConf.load(marker)) or []],
-            "tags": [str(t) for t in tags or []],
+            "overrides": [str(o) for o in overrides],
+            "tags": [str(t) for t in tags or []] or derived_tags([str(o) for o in overrides]),
             "metrics": json.loads(metrics_path.read_text()) if metrics_path.is_file() else None,
             "error": error_path.read_text().strip() if error_path.is_file() else None,
         })

@@ -60,11 +60,12 @@ def objective_value(record: dict[str, Any] | None, metric: str, maximise: bool =
 
 
 def derived_tags(overrides: list[str]) -> list[str]:
-    """Tags of a multirun job from its command-line overrides (``coupling=quad``; hydra.*/paths.* left out)."""
+    """Tags of a multirun job from its command-line overrides (``coupling=quad``; hydra.*, paths.* and tags
+    left out): what the job sends to W&B and the summary shows when its config has no tags."""
     tags = []
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
-        if not key.startswith(("hydra.", "paths.")) and "=" in override:
+        if not key.startswith(("hydra.", "paths.")) and key != "tags" and "=" in override:
             tags.append(override.lstrip("+~")[:TAG_MAX])
     return tags
 
