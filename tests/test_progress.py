@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cli import launch_env, run_cases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,7 @@ def test_a_log_that_is_not_a_terminal_gets_plain_progress_lines(tmp_path):
     assert len(lines) == 2  # every 2 steps, and the epoch's end
 
 
+@pytest.mark.slow  # a fresh interpreter on a pseudo-terminal: ~12 s
 def test_a_terminal_keeps_the_progress_bar(tmp_path):
     main, child = pty.openpty()
     proc = subprocess.Popen([sys.executable, str(ROOT / "src" / "train.py"), *TINY, f"hydra.run.dir={tmp_path / 'run'}"],
