@@ -1,5 +1,5 @@
 """Dequantisers: uint8 images -> continuous model-space images y and the log-density of the noise
-(the ``dequant`` config group, ``module.dequant``; docs/method.md section 8).
+(the ``dequant`` config group, ``module.dequant``; docs/method.md section 9).
 
 Every dequantiser maps images x [B, C, H, W] (uint8, reduced to n_bits: bins x_b in {0..2^n - 1}) to
 

@@ -1,5 +1,5 @@
 """The K-sample importance-weighted bound on the discrete likelihood (``src/eval.py``, docs/method.md
-section 8). For an image x and K dequantisations y_k = (x_b + v_k) / 2^n - 0.5, v_k ~ q(v | x),
+section 9). For an image x and K dequantisations y_k = (x_b + v_k) / 2^n - 0.5, v_k ~ q(v | x),
 
     log P(x) >= log (1/K) sum_k exp(w_k) - D n log 2,   w_k = log p(y_k) - log q(v_k | x),
 

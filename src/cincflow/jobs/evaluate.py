@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,9 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
     spread = f" ± {se:.1e} (standard error over {draws} dequantisation draws)" if se is not None else ""
     lines = [f"{split} bits/dim: {mean:.4f}{spread} ({ckpt})"]
     device = trainer.strategy.root_device
+    batches = (trainer.num_test_batches if split == "test" else trainer.num_val_batches)[0]  # the same as above
     bound = importance_weighted_bpd(module.eval_model.to(device).eval(), module.dequant.to(device),
-                                    _loader(datamodule, split), draws, int(seed or 0), progress=True)
+                                    islice(_loader(datamodule, split), int(batches) if math.isfinite(batches) else None), draws, int(seed or 0), progress=True)
     bound_se = float(bound.std() / math.sqrt(len(bound))) if len(bound) > 1 else None
     record.update({f"{key}_iw": float(bound.mean()), f"{key}_iw_se": bound_se, f"{key}_iw_images": len(bound)})
     lines.append(f"{split} bits/dim, {draws}-sample importance-weighted bound: {float(bound.mean()):.4f}"
