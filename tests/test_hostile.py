@@ -47,7 +47,7 @@ def small_svhn(tmp_path_factory):
     return root
 
 
-GROUPS = {"train": ("data", "conv", "coupling", "trainer", "logger", "experiment", "debug", "module", "scheduler",
+GROUPS = {"train": ("data", "conv", "coupling", "dequant", "trainer", "logger", "experiment", "debug", "module", "scheduler",
                     "model", "callbacks"),
           "eval": ("data", "trainer"), "sample": ("data",)}
 

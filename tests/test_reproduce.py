@@ -163,13 +163,19 @@ def _check_results(out: Path, names: list[str], runs_per_name: int = 1) -> dict:
     return result
 
 
-def test_tiny_reproduction_of_every_configuration(tmp_path, monkeypatch):
-    """All 18 rows train for 2 steps (each with its own levels, depth 1, width 8) and are evaluated;
-    then two of them are evaluated again from their folders (--runs) and published."""
+ONE_PER_DATASET = ["cifar10_emerging_affine", "imagenet32_glow_quad", "imagenet64_cinc_quad"]
+
+
+@pytest.mark.parametrize("only", [pytest.param(None, marks=pytest.mark.slow, id="all-18"),
+                                  pytest.param(ONE_PER_DATASET, id="one-per-dataset")])
+def test_tiny_reproduction(only, tmp_path, monkeypatch):
+    """The rows (all 18 in `make test-slow`, one per dataset here) train for 2 steps (each with its own
+    levels, depth 1, width 8) and are evaluated; then two of them are evaluated again from their folders
+    (--runs) and published."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    tables = reproduce("tiny", tmp_path / "out", device="cpu", reps=1)
+    tables = reproduce("tiny", tmp_path / "out", only=only, device="cpu", reps=1)
     assert tables == tmp_path / "out" / "tiny" / "tables.md"
-    result = _check_results(tables.parent, experiments("tiny"))
+    result = _check_results(tables.parent, experiments("tiny", only))
     for r in result["records"]:
         assert Path(r["checkpoint"]).is_file() and r["seed"] == SETTINGS[r["dataset"]][4]
         assert Path(r["run_dir"]).name == f"seed_{r['seed']}" and Path(r["run_dir"]).parent.name == f"paper_{r['experiment']}"

@@ -185,15 +185,30 @@ class Glow(nn.Module):
         _, logdet, log_pz = self._encode(x)
         return log_pz + logdet
 
+    def log_weight(
+        self, x_uint8: torch.Tensor, dequantizer: nn.Module | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """log p(y) - log q(v | x) [B] (nats) of uint8 images [B, C, H, W] dequantised once: y = (x_b + v) / 2^n - 0.5
+        with v from ``dequantizer`` (a :mod:`cincflow.dequant` module; None: uniform noise, log q = 0). Its
+        noise comes from ``generator`` when given (see :func:`cincflow.preprocess`)."""
+        dtype, x_uint8 = self.top_prior.dtype, x_uint8.to(self.top_prior.device)
+        if dequantizer is None:
+            return self._log_prob(preprocess(x_uint8, self.n_bits, True, dtype, generator))  # from uint8: finite
+        y, log_q = dequantizer(x_uint8, self.n_bits, dtype, generator)
+        return self._log_prob(y) - log_q
+
     def bits_per_dim(
-        self, x_uint8: torch.Tensor, dequantize: bool = True, generator: torch.Generator | None = None
+        self, x_uint8: torch.Tensor, dequantize: bool = True, generator: torch.Generator | None = None,
+        dequantizer: nn.Module | None = None,
     ) -> torch.Tensor:
         """Bits/dim of uint8 images [B, C, H, W]: preprocess, dequantise, evaluate; [B]. The
         dequantisation noise comes from ``generator`` when given (see :func:`cincflow.preprocess`):
-        two models given generators with the same seed score the images on identical noise."""
-        dtype = self.top_prior.dtype
-        x = preprocess(x_uint8.to(self.top_prior.device), self.n_bits, dequantize, dtype, generator)
-        return bits_per_dim(self._log_prob(x), self.num_dims, self.n_bits)  # from uint8: finite, no check
+        two models given generators with the same seed score the images on identical noise. With a
+        ``dequantizer`` (:mod:`cincflow.dequant`) the variational bound -(log p(y) - log q(v | x)) in bits/dim."""
+        if not dequantize:
+            x = preprocess(x_uint8.to(self.top_prior.device), self.n_bits, False, self.top_prior.dtype)
+            return bits_per_dim(self._log_prob(x), self.num_dims, self.n_bits)
+        return bits_per_dim(self.log_weight(x_uint8, dequantizer, generator), self.num_dims, self.n_bits)
 
     def _check_latents(self, name: str, zs: list[torch.Tensor] | None, batch: int) -> None:
         """``zs`` (latents or noise) must be one tensor [batch, *latent_shapes()[i]] per level."""

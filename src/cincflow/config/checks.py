@@ -14,7 +14,7 @@ from omegaconf.errors import InterpolationKeyError
 
 from ..errors import ConfigError, missing_key
 from ..paths import resolve_path
-from .components import check_callbacks, check_conv, check_coupling, check_optimizer, check_scheduler, check_target
+from .components import check_callbacks, check_conv, check_coupling, check_dequant, check_optimizer, check_scheduler, check_target
 from .schema import SCHEMAS, check_node
 
 REQUIRED_NODES = {"train": ("data", "model", "optimizer", "trainer", "module"), "eval": ("trainer",), "sample": ()}
@@ -128,6 +128,7 @@ def validate(cfg: DictConfig, script: str, output_dir: str | os.PathLike | None 
         check_conv(model.get("conv") if isinstance(model, DictConfig) else None)
         check_coupling(model.get("coupling") if isinstance(model, DictConfig) else None)
         check_target(cfg.get("module"), "module")
+        check_dequant(cfg.module.get("dequant") if isinstance(cfg.get("module"), DictConfig) else None)
         check_callbacks(cfg.get("callbacks"))
     if script == "sample":
         if cfg.get("device", "auto") != "auto":

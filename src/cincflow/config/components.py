@@ -25,9 +25,11 @@ from .schema import check_value, plain
 EXAMPLES = {"data": "cincflow.data.DigitsDataModule", "optimizer": "torch.optim.Adamax",
             "scheduler": "cincflow.training.schedule.linear_warmup", "model": "cincflow.Glow",
             "model.conv": "cincflow.layers.step.cinc", "model.coupling": "cincflow.layers.quad.QuadCoupling",
-            "module": "cincflow.training.lit_module.FlowLitModule"}
+            "module": "cincflow.training.lit_module.FlowLitModule", "module.dequant": "cincflow.dequant.VariationalDequantizer"}
 #: options a coupling factory is called with by the model (and where they are set instead)
 COUPLING_ARGS = {"width": "model.width", "actnorm": "model.conditioner_actnorm"}
+#: options the module passes to a dequantiser itself
+DEQUANT_ARGS = {"channels": "the module, from model.in_channels"}
 #: options the module passes to a schedule itself
 SCHEDULER_ARGS = {"steps_per_epoch": "the module, from the training data"}
 
@@ -172,6 +174,13 @@ def check_scheduler(node: Any) -> None:
         target(optimizer=optimizer, **options, **extra)
 
     try_factory(node, "scheduler", build, "scheduler")
+
+
+def check_dequant(node: Any) -> None:
+    """``module.dequant``: a factory called as ``dequant(channels=C)``; one is built for one channel to
+    check its option values."""
+    if check_target(node, "module.dequant", supplied=DEQUANT_ARGS) is not None:
+        try_factory(node, "module.dequant", lambda target, options: target(channels=1, **options), "dequant")
 
 
 def check_optimizer(node: Any) -> None:

@@ -1,12 +1,15 @@
 """``src/eval.py``: bits/dim of a checkpoint on the test split (``split=val``: validation), written
 to ``<output_dir>/metrics.json``: the mean over ``dequant_samples`` = K dequantisation draws (draw k
-uses the noise of ``seed + k``) and, for K > 1, its standard error over the draws. With
+uses the noise of ``seed + k``) and, for K > 1, its standard error over the draws; and the K-sample
+importance-weighted bound (:mod:`cincflow.likelihood`, ``<split>/bpd_iw``) with its standard error over
+the images. With
 ``ood_data=<data or [list]>`` also the out-of-distribution evaluation (:mod:`cincflow.ood`): every score and
 metric of every set in ``ood_table.{md,csv,json}`` and ``ood_scores.png``."""
 from __future__ import annotations
 
 import json
 import math
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from omegaconf import DictConfig
 
 from ..config import handoff, validate
 from ..config.evaluation import ood_data_configs, ood_datamodule
+from ..likelihood import importance_weighted_bpd
 from ..ood import ood_evaluation
 from ..paths import ensure_writable_dir
 from ..timing import torch_threads
@@ -79,6 +83,14 @@ def _evaluate(cfg: DictConfig) -> dict[str, Any]:
         return record
     spread = f" ± {se:.1e} (standard error over {draws} dequantisation draws)" if se is not None else ""
     lines = [f"{split} bits/dim: {mean:.4f}{spread} ({ckpt})"]
+    device = trainer.strategy.root_device
+    batches = (trainer.num_test_batches if split == "test" else trainer.num_val_batches)[0]  # the same as above
+    bound = importance_weighted_bpd(module.eval_model.to(device).eval(), module.dequant.to(device),
+                                    islice(_loader(datamodule, split), int(batches) if math.isfinite(batches) else None), draws, int(seed or 0), progress=True)
+    bound_se = float(bound.std() / math.sqrt(len(bound))) if len(bound) > 1 else None
+    record.update({f"{key}_iw": float(bound.mean()), f"{key}_iw_se": bound_se, f"{key}_iw_images": len(bound)})
+    lines.append(f"{split} bits/dim, {draws}-sample importance-weighted bound: {float(bound.mean()):.4f}"
+                 + (f" ± {bound_se:.1e} (standard error over {len(bound)} images)" if bound_se is not None else ""))
     if ood_sets:
         record["ood"] = _ood_check(module, datamodule, ood_sets, split, trainer, cfg, output_dir)
         lines.append(_ood_lines(record["ood"]))
@@ -96,7 +108,7 @@ def _ood_check(module: FlowLitModule, datamodule: LightningDataModule, ood_sets:
     in ``output_dir``; returns its record."""
     device = trainer.strategy.root_device
     model = module.eval_model.to(device).eval()
-    loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
+    loader = _loader(datamodule, split)
     in_name = f"{type(datamodule).__name__} ({split})"
     ood = {f"{name} ({type(dm).__name__}, test)": dm.test_dataloader() for name, dm in ood_sets.items()}
     scores = plain(cfg.get("ood_scores"))
@@ -112,6 +124,10 @@ def _ood_check(module: FlowLitModule, datamodule: LightningDataModule, ood_sets:
         typicality_bootstrap=int(cfg.get("ood_typicality_bootstrap") or 1000),
         typicality_quantile=float(cfg.get("ood_typicality_quantile") or 0.99), reference_model=reference,
         max_images=cfg.get("ood_max_images"))
+
+
+def _loader(datamodule: LightningDataModule, split: str) -> Any:
+    return datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
 
 
 def _reference_model(cfg: DictConfig, device: Any) -> Any:

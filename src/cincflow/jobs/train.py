@@ -127,13 +127,14 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     batch = per_process_batch(cfg, trainer, datamodule)
 
     model = module.model
-    counts = model.parameter_counts()
+    counts = module.parameter_counts()
+    extra = f" + {counts['dequantizer']:,} of the dequantiser" if counts["dequantizer"] else ""
     hparams = {**plain(cfg), "parameters": counts, "effective_batch_size": batch * trainer.world_size}
     for lg in loggers:
         lg.log_hyperparams(hparams)
     say(
         f"{type(model).__name__} conv={model.conv} coupling={model.coupling} L={cfg.model.levels} K={cfg.model.depth} "
-        f"width={cfg.model.width}: {counts['total']:,} parameters | data {type(datamodule).__name__} "
+        f"width={cfg.model.width}: {counts['total']:,} parameters{extra} | data {type(datamodule).__name__} "
         f"{model.in_channels}x{model.image_size}x{model.image_size}, {model.n_bits} bits | "
         f"batch {batch} per process x {trainer.world_size} process(es) = {batch * trainer.world_size} | "
         f"output {output_dir}"

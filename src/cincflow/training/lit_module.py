@@ -26,6 +26,9 @@
   with :class:`~cincflow.errors.NonFiniteTrainingError` (checkpoints written so far stay intact); a
   resume starts counting afresh.
 * ``val/bpd_best`` is the lowest finite validation score of the whole run (restored on resume).
+* Dequantisation (``dequant``, :mod:`cincflow.dequant`): uniform noise by default; a variational
+  q(v | x) is trained jointly (its parameters in the optimiser, its config in ``dequant_config``) and
+  scores the averaged flow too (q itself is not averaged: any q gives a valid bound).
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from torchmetrics import MeanMetric
 
 from ..errors import ConfigError, NonFiniteTrainingError
 from ..compiled import compile_flow, compile_options
+from ..dequant import UniformDequantizer
 from ..model import dims_mismatch
 from .actnorm_init import actnorm_initialized, actnorm_layers, initialize_actnorm
 from .ema import EMA
@@ -69,6 +73,7 @@ class FlowLitModule(LightningModule):
         scheduler_monitor: str = "val/bpd",
         compile: bool | str = False,
         data: Mapping[str, Any] | None = None,
+        dequant: Callable[..., nn.Module] | None = None,
     ):
         """
         Args:
@@ -90,13 +95,17 @@ class FlowLitModule(LightningModule):
                 backend; ``True``: inductor): :func:`cincflow.compiled.compile_flow`.
             data: the data config of the run (kept in the checkpoint for eval/sample); None: taken
                 from the trainer's DataModule when training starts.
+            dequant: ``dequant(channels=C) -> dequantiser`` (the ``dequant`` config, ``_partial_``;
+                :mod:`cincflow.dequant`); None: uniform noise.
         """
         super().__init__()
         check_settings(ema_decay, actnorm_init_images, max_bad_steps, scheduler_interval)
-        self.save_hyperparameters(logger=False, ignore=["model", "optimizer", "scheduler"])
+        self.save_hyperparameters(logger=False, ignore=["model", "optimizer", "scheduler", "dequant"])
         config = getattr(model, "config", None)  # how the flow rebuilds from the checkpoint alone
         self.hparams["model_config"] = config() if callable(config) else None
         self.model = model
+        self.dequant = (dequant or UniformDequantizer)(channels=getattr(model, "in_channels", None))
+        self.hparams["dequant_config"] = self.dequant.config()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.ema = EMA(self.model, float(ema_decay)) if ema_decay else None
         self.train_bpd, self.val_bpd, self.test_bpd = MeanMetric(), MeanMetric(), MeanMetric()
@@ -116,6 +125,15 @@ class FlowLitModule(LightningModule):
     @property
     def n_bits(self) -> int:
         return self.model.n_bits
+
+    def parameter_counts(self) -> dict[str, int]:
+        """The flow's :meth:`~cincflow.Glow.parameter_counts` and, separately, the dequantiser's (``dequantizer``)."""
+        return {**self.model.parameter_counts(), "dequantizer": sum(p.numel() for p in self.dequant.parameters())}
+
+    def bits_per_dim(self, flow: nn.Module, x_uint8: torch.Tensor) -> torch.Tensor:
+        """Bits/dim [B] of uint8 images under ``flow`` (the training or averaged weights), dequantised by
+        :attr:`dequant` (the variational bound for a learned q)."""
+        return flow.bits_per_dim(x_uint8, dequantizer=self.dequant)
 
     def initialize_actnorm(self, images: torch.Tensor) -> None:
         """Data-dependent ActNorm init on ``images`` (uint8) (:mod:`.actnorm_init`), then the EMA copy."""
@@ -177,10 +195,10 @@ class FlowLitModule(LightningModule):
     # ------------------------------------------------------------------ steps
     def forward(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """Bits/dim [B] of uint8 images under the training weights (dequantised)."""
-        return self.model.bits_per_dim(x_uint8)
+        return self.bits_per_dim(self.model, x_uint8)
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        bpd = self.model.bits_per_dim(batch)
+        bpd = self.bits_per_dim(self.model, batch)
         loss = bpd.mean()
         self._loss_finite = bool(torch.isfinite(loss.detach()))
         if self._loss_finite:
@@ -191,7 +209,7 @@ class FlowLitModule(LightningModule):
         return loss
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        bpd = self.eval_model.bits_per_dim(batch)
+        bpd = self.bits_per_dim(self.eval_model, batch)
         self.val_bpd.update(bpd)
         self.log("val/bpd", self.val_bpd, on_step=False, on_epoch=True, prog_bar=True)
 
@@ -205,7 +223,7 @@ class FlowLitModule(LightningModule):
             self.log("val/bpd_best", self.best_val_bpd, sync_dist=True)
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        bpd = self.eval_model.bits_per_dim(batch)
+        bpd = self.bits_per_dim(self.eval_model, batch)
         self.test_bpd.update(bpd)
         self.log("test/bpd", self.test_bpd, on_step=False, on_epoch=True, prog_bar=True)
 
@@ -275,7 +293,8 @@ class FlowLitModule(LightningModule):
 
     def configured_optimizer(self) -> torch.optim.Optimizer:
         """A new optimiser of the trainable parameters, with the configured settings."""
-        return self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
+        params = [*self.model.parameters(), *self.dequant.parameters()]
+        return self.optimizer_factory([p for p in params if p.requires_grad])
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

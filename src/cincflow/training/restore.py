@@ -4,7 +4,8 @@ class (it is passed in): what ``FlowLitModule.load_from_checkpoint`` runs.
 Checkpoint formats (``checkpoint["cincflow_format"]``):
 
 * 3: hyper-parameters ``model_config`` (the flow's own :meth:`~cincflow.Glow.config`: ``_target_``,
-  arguments, conv and coupling as ``_partial_`` configs), ``data`` and the module's settings.
+  arguments, conv and coupling as ``_partial_`` configs), ``data``, the module's settings and
+  ``dequant_config`` (the dequantiser's ``_partial_`` config; absent before it existed: uniform).
 * 2: the same, the coupling as a name (``"quad"``), which the flow still takes.
 * 1 (no entry; written before the job instantiated the flow): ``model`` (the flow's config, the
   conv as a name plus ``conv_kwargs``) and ``optim``. Upgraded on reading: ``model`` becomes
@@ -48,6 +49,13 @@ def module_arguments(hparams: Any, path: Path, module_class: type) -> tuple[dict
         args["model_config"] = {"_target_": "cincflow.Glow", **model}
         args.pop("optim", None)
     model_config = args.pop("model_config", None)
+    dequant_config = args.pop("dequant_config", None)
+    if dequant_config is not None:
+        try:
+            args["dequant"] = build(dict(dequant_config))  # a factory: nothing is built yet
+        except (ImportError, AttributeError) as err:
+            raise CheckpointError(f"ckpt_path={path} has a dequantiser this version does not have ({one_line(err)}): "
+                                  f"train it again with dequant=uniform or dequant=variational") from err
     if not isinstance(model_config, Mapping):
         raise CheckpointError(f"ckpt_path={path} has no model hyper-parameters: pass a .ckpt file written by src/train.py")
     try:  # the module takes them (before any model is built)
