@@ -147,3 +147,19 @@ def test_bad_dequantisation_settings_are_one_line_before_any_folder(tmp_path):
     for (key, message), result in zip(cases.items(), results):
         assert_one_line_error(result, message)
     assert tree_hashes(tmp_path) == before
+
+
+def test_the_study_table_gives_mean_and_sd_over_seeds_per_budget():
+    from cincflow.bench.dequant import markdown
+
+    def row(kind, seed, bound, budget="equal steps", steps=200):
+        return {"dequant": kind, "coupling": "affine", "seed": seed, "steps": steps, "train_seconds": 2.0 * steps / 100,
+                "step_ms": 20.0, "test_bpd_iw16": bound, "test_bpd_iw16_se": 0.01, "test_bpd_mean16": bound + 0.01,
+                "test_images": 256, "budget": budget}
+
+    rows = [row("variational", 0, 6.0), row("variational", 1, 6.2), row("uniform", 0, 6.1), row("uniform", 1, 6.3),
+            row("uniform", 0, 5.9, "equal wall-clock", 600), row("uniform", 1, 6.1, "equal wall-clock", 610)]
+    text = markdown(rows, {"steps": 200, "seeds": [0, 1], "machine": "test"})
+    assert "| affine | variational | equal steps | 200/200 | 6.1000 ± 0.1414 | 6.1100 ± 0.1414 | 20 |" in text
+    assert "| affine | uniform | equal wall-clock | 600/610 | 6.0000 ± 0.1414 |" in text
+    assert "256 test images" in text
