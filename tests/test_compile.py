@@ -42,6 +42,7 @@ def test_compiled_flow_trains_evaluates_and_samples_like_the_eager_one(conv, bac
         torch.testing.assert_close(compiled.log_prob(x), eager.log_prob(x))
 
 
+@pytest.mark.slow  # compiles three times through the command line (~25-50 s): `make test-slow`
 def test_compile_option_of_train_eval_and_sample(tmp_path):
     """module.compile= (training, validation, test) and compile= of eval.py / sample.py, through the command line;
     dynamo's eager backend (what is compiled is the same, in seconds) gives the uncompiled run's numbers."""

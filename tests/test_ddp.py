@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from lightning.pytorch import Callback
 
@@ -48,7 +49,8 @@ class RankDump(Callback):
         self._dump(trainer, pl_module, "end")
 
 
-def test_ddp_sim_two_processes_identical_weights(compose_cfg, tmp_path):
+@pytest.mark.parametrize("dequant", ["uniform", pytest.param("variational", marks=pytest.mark.slow)])
+def test_ddp_sim_two_processes_identical_weights(dequant, compose_cfg, tmp_path):
     dumps = tmp_path / "dumps"
     dumps.mkdir()
     cfg = compose_cfg(
@@ -57,7 +59,7 @@ def test_ddp_sim_two_processes_identical_weights(compose_cfg, tmp_path):
             # the README's command (python src/train.py trainer=ddp_sim experiment=quickstart debug=smoke):
             # debug=smoke (depth 1, width 8, 1 epoch, 1 val batch, no sanity check) keeps the 2 processes
             "trainer=ddp_sim", "experiment=quickstart", "debug=smoke", "logger=none", "trainer.limit_train_batches=2",
-            "trainer.enable_progress_bar=false", "global_batch_size=32", "test=false",
+            "trainer.enable_progress_bar=false", "global_batch_size=32", "test=false", f"dequant={dequant}",
         ],
         tmp_path / "run",
     )
@@ -80,6 +82,9 @@ def test_ddp_sim_two_processes_identical_weights(compose_cfg, tmp_path):
     assert end["batch_sizes"] == [16, 16]  # global batch 32 kept: 16 per process x 2
     moved = [k for k in start["state"] if k.startswith("model.") and not torch.equal(start["state"][k], end["state"][k])]
     assert moved, "the weights did not change during training"
+    q = [k for k in start["state"] if k.startswith("dequant.")]
+    assert bool(q) == (dequant == "variational")  # q trains on both ranks (identical above) and learns
+    assert not q or any(not torch.equal(start["state"][k], end["state"][k]) for k in q)
 
 
 def test_sigterm_under_torchrun_saves_the_interrupted_step(tmp_path):

@@ -73,7 +73,7 @@ def _inject(monkeypatch, nan_loss_steps: set[int], nan_grad_steps: set[int]) -> 
         if self.trainer.global_step in nan_loss_steps:
             model = self.model
             real = model.bits_per_dim
-            model.bits_per_dim = lambda x: real(x) * float("nan")
+            model.bits_per_dim = lambda x, **kw: real(x, **kw) * float("nan")
             try:
                 return original(self, batch, batch_idx)
             finally:
