@@ -222,6 +222,7 @@ def test_bad_input_one_line_errors(tmp_path, tiny_checkpoint):
     assert tiny_checkpoint.read_bytes() == ckpt_before
 
 
+@pytest.mark.slow  # fresh interpreters (~20 s): `make test-slow`
 def test_real_process_exit_status_and_traceback_on_request(tmp_path):
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), *TINY, "model.depth=0", f"hydra.run.dir={tmp_path}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=launch_env(), capture_output=True, text=True, timeout=120)
