@@ -21,18 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pixels import check_bits, preprocess
+from .pixels import check_bits, noise, preprocess
 from .targets import path_of
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-def standard_normal(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """N(0, I) noise of ``shape`` like ``like``: from ``generator`` (drawn on its device, then moved, so a
-    CPU generator gives the same noise on every device) when given, else from torch's global generator."""
-    if generator is None:
-        return torch.randn(shape, dtype=like.dtype, device=like.device)
-    return torch.randn(shape, generator=generator, dtype=like.dtype, device=generator.device).to(like.device)
 
 
 class UniformDequantizer(nn.Module):
@@ -127,5 +119,5 @@ class VariationalDequantizer(nn.Module):
             raise ValueError(f"VariationalDequantizer expects uint8 images [B, {self.channels}, H, W], got "
                              f"{x_uint8.dtype} {list(x_uint8.shape)}")
         base = preprocess(x_uint8, n_bits, False, dtype)
-        v, log_q = self.flow(standard_normal(base.shape, base, generator), x_uint8, n_bits)
+        v, log_q = self.flow(noise(base, generator, normal=True), x_uint8, n_bits)
         return base + v / 2**n_bits, log_q

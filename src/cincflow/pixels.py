@@ -36,12 +36,18 @@ def preprocess(
     x = torch.div(x, 2 ** (8 - n_bits), rounding_mode="floor").to(dtype)
     x = x / n_bins - 0.5
     if dequantize:
-        if generator is None:
-            noise = torch.rand_like(x)
-        else:
-            noise = torch.rand(x.shape, generator=generator, dtype=dtype, device=generator.device).to(x.device)
-        x = x + noise / n_bins
+        x = x + noise(x, generator) / n_bins
     return x
+
+
+def noise(like: torch.Tensor, generator: torch.Generator | None = None, normal: bool = False) -> torch.Tensor:
+    """U[0, 1) (or, ``normal``, N(0, 1)) noise of ``like``'s shape, dtype and device: from ``generator``
+    when given (drawn on its device, then moved, so a CPU generator gives the same noise on every
+    device), else from torch's global generator."""
+    if generator is None:
+        return torch.randn_like(like) if normal else torch.rand_like(like)
+    draw = torch.randn if normal else torch.rand
+    return draw(like.shape, generator=generator, dtype=like.dtype, device=generator.device).to(like.device)
 
 
 def dequantized(x: torch.Tensor, n_bits: int, seed: int, like: torch.Tensor | None = None) -> torch.Tensor:

@@ -26,9 +26,8 @@
   with :class:`~cincflow.errors.NonFiniteTrainingError` (checkpoints written so far stay intact); a
   resume starts counting afresh.
 * ``val/bpd_best`` is the lowest finite validation score of the whole run (restored on resume).
-* Dequantisation (``dequant``, :mod:`cincflow.dequant`): uniform noise by default; a variational
-  q(v | x) is trained jointly (its parameters in the optimiser, its config in ``dequant_config``) and
-  scores the averaged flow too (q itself is not averaged: any q gives a valid bound).
+* ``dequant`` (:mod:`cincflow.dequant`): uniform by default; a learned q(v | x) trains with the flow and
+  scores its average too (q itself is not averaged: any q gives a valid bound).
 """
 from __future__ import annotations
 
@@ -95,8 +94,7 @@ class FlowLitModule(LightningModule):
                 backend; ``True``: inductor): :func:`cincflow.compiled.compile_flow`.
             data: the data config of the run (kept in the checkpoint for eval/sample); None: taken
                 from the trainer's DataModule when training starts.
-            dequant: ``dequant(channels=C) -> dequantiser`` (the ``dequant`` config, ``_partial_``;
-                :mod:`cincflow.dequant`); None: uniform noise.
+            dequant: ``dequant(channels=C)`` makes the dequantiser (``_partial_`` config); None: uniform.
         """
         super().__init__()
         check_settings(ema_decay, actnorm_init_images, max_bad_steps, scheduler_interval)
