@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cincflow import CInCConv, EmergingConv, Glow, InverseAccuracyWarning
-from cincflow.layers.causal import causal_conv, flip
+from cincflow.layers.causal import anticausal_conv, causal_conv, flip
 from cincflow.layers.solvers import (
     ACCURACY_TOLERANCE,
     SOLVERS,
@@ -25,7 +25,7 @@ from cincflow.layers.solvers import (
     make_solver,
     relative_residual,
 )
-from cincflow.layers.speed import SpeedTable
+from cincflow.layers.speed import SpeedTable, exact_inverse_macs
 from cincflow.sampling import (
     accuracy_report,
     invertible_convs,
@@ -340,6 +340,22 @@ def test_condition_number_equals_the_dense_matrix_cond(k):
         weight = causal_weight(3, k, scale=0.3, seed=i)
         expected = torch.linalg.cond(dense_matrix(lambda x: causal_conv(x, weight), 3, h, w), p=float("inf"))
         assert condition_number(weight, h, w) == pytest.approx(float(expected), rel=1e-8)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_anticausal_conv_is_the_causal_conv_in_flipped_coordinates(k):
+    x = torch.randn(2, 3, 5, 4, dtype=F64)
+    weight = causal_weight(3, k, seed=k)
+    assert torch.allclose(anticausal_conv(x, weight), flip(causal_conv(flip(x), weight)), atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_exact_inverse_macs_count_the_layers_matrix_entries(k):
+    """The benchmark's multiply-add floor of an exact inverse is the number of nonzeros of the layer's matrix."""
+    for i, (h, w) in enumerate(GRIDS):
+        weight = causal_weight(3, k, scale=0.3, seed=i)
+        matrix = dense_matrix(lambda x: causal_conv(x, weight), 3, h, w)
+        assert exact_inverse_macs(3, h, w, k) == int(torch.count_nonzero(matrix))
 
 
 def test_layer_and_factor_condition_numbers_equal_the_dense_matrices_cond():

@@ -42,6 +42,13 @@ def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
     return {key: statistics.median(values) for key, values in samples.items()}
 
 
+def gemm_rate(dtype: torch.dtype, device: torch.device, size: int = 512, reps: int = 5) -> float:
+    """Multiply-adds per second of this device's best case, a size^3 matrix product (fastest of ``reps``)."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    a @ a
+    return size ** 3 / min(wall_time(lambda: a @ a, device) for _ in range(reps))
+
+
 def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     """Peak bytes allocated while ``fn`` runs, beyond what was allocated before: the CUDA allocator's
     high-water mark, or on the CPU the running sum of the profiler's allocation and free events."""

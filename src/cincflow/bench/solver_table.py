@@ -5,7 +5,11 @@ and auto's first call in a fresh process.
 
 Per row: each solver's speed-up over ``sequential`` (target: the layer's inverse, ``auto``, >= 20x),
 the best inverse / forward (target <= 1.3 at 12x32x32 float32), auto / best (target <= 1.1) and
-auto's first call against 2 warm calls + 0.5 s (target <= 1).
+auto's first call against 2 warm calls + 0.5 s (target <= 1). And the multiply-add floor: the least
+multiply-adds of any exact inverse (:func:`~cincflow.layers.speed.exact_inverse_macs`, every factor) at
+this device's best matrix-product rate (:func:`~.measure.gemm_rate`), so the largest speed-up over
+``sequential`` that any solver could reach here (where it is under 20x, the target cannot be met on this
+device at this thread count).
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import torch
 from ..layers.cinc import CInCConv
 from ..layers.emerging import EmergingConv
 from ..layers.solvers import Auto, make_solver
-from .measure import cold_call, timed
+from ..layers.speed import exact_inverse_macs
+from .measure import cold_call, gemm_rate, timed
 from .models import perturb
 
 CONVS = {"cinc": CInCConv, "emerging": EmergingConv}
@@ -56,6 +61,8 @@ def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int
     times |= timed({SEQUENTIAL: inverse(SEQUENTIAL)}, device, max(1, reps // 4), warmup=0)
     forward = times.pop("forward")
     best = min(EXACT, key=times.get)
+    macs = n * sum(exact_inverse_macs(channels, side, side, f.kernel_size) for f in layer.factors())
+    floor = macs / gemm_rate(dt, device)
     row = {
         "conv": conv, "shape": [channels, side, side], "dtype": dtype, "images": n, "forward_s": forward, "inverse_s": times,
         "auto_picks": choices(layer, y), "best_solver": best,
@@ -63,6 +70,7 @@ def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int
         "over_sequential": {name: times[SEQUENTIAL] / times[name] for name in ("auto", *EXACT)},
         "best_inverse_over_forward": times[best] / forward,
         "auto_over_best": times["auto"] / times[best],
+        "floor_s": floor, "ceiling_over_sequential": times[SEQUENTIAL] / floor,
     }
     if cold:
         row["auto_first_call"] = cold_call("auto", dtype, n, channels, side, threads, str(device), conv)

@@ -37,6 +37,13 @@ def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return F.conv2d(F.pad(x, (kw - 1, 0, kh - 1, 0)), weight, bias)
 
 
+def anticausal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """flip(causal_conv(flip(x), weight)) without flipping the images: the convolution of x padded
+    bottom/right with ``weight.flip(0, 1, 2, 3)`` (the flip of the small weight instead of two of x)."""
+    kh, kw = weight.shape[-2:]
+    return F.conv2d(F.pad(x, (0, kw - 1, 0, kh - 1)), weight.flip(0, 1, 2, 3))
+
+
 def flip(x: torch.Tensor) -> torch.Tensor:
     """Reverse channels, rows and columns of [B, C, H, W] (an involution)."""
     return x.flip(1, 2, 3)

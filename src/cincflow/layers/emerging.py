@@ -5,7 +5,7 @@ y = causal(anticausal(x; W1); W2) + b, [B, C, H, W] -> [B, C, H, W].
 - anticausal: support in the bottom-right 2 x 2 quadrant, padded bottom/right, upper-triangular
   centre (the top-left tap). It is stored in causal form: anticausal(x) = flip(causal(flip(x), W1'))
   with flip reversing channels, rows and columns, so W1' = flip_weight(W1) has a lower-triangular
-  centre.
+  centre; applied as one bottom/right-padded convolution with that weight flipped back.
 - causal: support in the top-left 2 x 2 quadrant, padded top/left, lower-triangular centre.
 Both centres have diagonal exp(log_diag): log|det| = H * W * (sum log_diag1 + sum log_diag2).
 Inverse: undo the bias, solve the causal factor, then the anti-causal one in flipped coordinates;
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .causal import causal_conv, flip
+from .causal import anticausal_conv, causal_conv, flip
 from .causal_weight import CausalWeight
 from .quarter_plane import QuarterPlaneConv
 from .solvers import DEFAULT_SOLVER, Solver
@@ -40,7 +40,7 @@ class EmergingConv(QuarterPlaneConv):
         return self.anticausal.log_abs_det_per_pixel() + self.causal.log_abs_det_per_pixel()
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
-        h = flip(causal_conv(flip(x), self.anticausal().to(x.dtype)))
+        h = anticausal_conv(x, self.anticausal().to(x.dtype))
         return causal_conv(h, self.causal().to(x.dtype), self.bias.to(x.dtype))
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:

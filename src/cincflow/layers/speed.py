@@ -37,6 +37,15 @@ def substitution_macs(c: int, h: int, w: int, k: int, tile: int) -> float:
     return tiles * n * (n + halo)
 
 
+def exact_inverse_macs(c: int, h: int, w: int, k: int) -> float:
+    """Multiply-adds per image that any exact inverse of one k x k causal factor does at the least, by
+    substitution: each off-centre tap applied once to every pixel it reaches (C^2 per tap and pixel) and
+    the triangular centre solved at every pixel (C (C + 1) / 2). A lower bound for every solver here
+    (the inverse kernel's dense H x W convolution does more)."""
+    reached = sum((h - p) * (w - q) for p in range(min(k, h)) for q in range(min(k, w))) - h * w
+    return float(c * c * reached + h * w * c * (c + 1) / 2)
+
+
 def kernel_macs(c: int, h: int, w: int) -> dict[str, float]:
     """Multiply-adds per image of applying the H x W inverse kernel: ``direct`` (a dense H x W
     convolution, C^2 H^2 W^2) and ``fft`` (two real FFTs of the (2H, 2W) grid per channel, about
