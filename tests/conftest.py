@@ -8,7 +8,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one process per core, so one torch thread each
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one process per core, so one torch thread each,
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # in the processes the tests start too (no oversubscription)
     import torch
 
     torch.set_num_threads(1)

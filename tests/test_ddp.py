@@ -87,6 +87,7 @@ def test_ddp_sim_two_processes_identical_weights(dequant, compose_cfg, tmp_path)
     assert not q or any(not torch.equal(start["state"][k], end["state"][k]) for k in q)
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_sigterm_under_torchrun_saves_the_interrupted_step(tmp_path):
     """``timeout``/Kubernetes send SIGTERM to the launcher, torchrun forwards it to every rank, at slightly
     different moments: the ranks agree to stop after the same batch, global rank 0 writes last.ckpt at that

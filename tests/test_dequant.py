@@ -116,6 +116,7 @@ def test_a_variational_run_resumes_exactly(compose_cfg, tmp_path):
         assert torch.allclose(p.float(), q.float(), atol=1e-6), name
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_variational_runs_evaluate_with_the_bound_and_sample_from_the_command_line(tmp_path):
     run = tmp_path / "run"
     ck = f"ckpt_path={run}/checkpoints/last.ckpt"

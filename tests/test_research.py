@@ -205,6 +205,7 @@ def test_eval_rejects_a_bad_number_of_draws(photos_run, tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_ood_evaluation_of_a_photos_model_on_digits_through_the_job(photos_run, tmp_path, capsys):
     """eval.py ood_data=[...]: every score of every set in one table and one picture; the in-distribution
     row is the test set scored the same way by the model."""

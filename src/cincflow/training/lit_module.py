@@ -18,13 +18,9 @@
   warm-up, :func:`~cincflow.training.schedule.linear_warmup`) also gets a function returning the
   optimiser steps of one epoch. It is stepped every ``scheduler_interval`` (``step`` or ``epoch``;
   ``ReduceLROnPlateau`` reads ``scheduler_monitor``) and restored on resume.
-* Non-finite steps: when the loss or any gradient is NaN/inf (checked after backward, before the
-  optimiser step; under DDP the flag is reduced over all ranks), every gradient is dropped, so the
-  optimiser updates no parameter and no optimiser state, and the EMA is not updated either (the
-  global step and the warm-up schedule still advance by one). ``train/skipped_steps`` (total) and
-  ``train/consecutive_bad_steps`` are logged; ``max_bad_steps`` consecutive bad steps stop training
-  with :class:`~cincflow.errors.NonFiniteTrainingError` (checkpoints written so far stay intact); a
-  resume starts counting afresh.
+* Non-finite steps (:mod:`.nonfinite`): a step whose loss or any gradient is NaN/inf updates nothing;
+  ``train/skipped_steps`` (total) and ``train/consecutive_bad_steps`` are logged; ``max_bad_steps``
+  consecutive ones stop training with :class:`~cincflow.errors.NonFiniteTrainingError`.
 * ``val/bpd_best`` is the lowest finite validation score of the whole run (restored on resume).
 * ``dequant`` (:mod:`cincflow.dequant`): uniform by default; a learned q(v | x) trains with the flow and
   scores its average too (q itself is not averaged: any q gives a valid bound).
@@ -41,12 +37,13 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
-from ..errors import ConfigError, NonFiniteTrainingError
+from ..errors import ConfigError
 from ..compiled import compile_flow, compile_options
 from ..dequant import UniformDequantizer
 from ..model import dims_mismatch
 from .actnorm_init import actnorm_initialized, actnorm_layers, initialize_actnorm
 from .ema import EMA
+from .nonfinite import NonFiniteSteps
 from .checkpoints import resolve_ckpt_path
 from .restore import restore_module
 from .resume import apply_optimizer_settings, optimizer_type
@@ -108,8 +105,7 @@ class FlowLitModule(LightningModule):
         self.ema = EMA(self.model, float(ema_decay)) if ema_decay else None
         self.train_bpd, self.val_bpd, self.test_bpd = MeanMetric(), MeanMetric(), MeanMetric()
         self.best_val_bpd = math.inf  # lowest FINITE val/bpd of the run (kept in checkpoints)
-        self.skipped_steps = 0  # steps skipped for a non-finite loss/gradient (kept in checkpoints)
-        self.consecutive_bad_steps = 0
+        self.nonfinite = NonFiniteSteps(max_bad_steps)
         self._loss_finite = True
         self._step_skipped = False
         self._compiled = False
@@ -226,35 +222,28 @@ class FlowLitModule(LightningModule):
         self.log("test/bpd", self.test_bpd, on_step=False, on_epoch=True, prog_bar=True)
 
     # ------------------------------------------------------------------ optimisation
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for a non-finite loss or gradient in the whole run (kept in checkpoints)."""
+        return self.nonfinite.skipped
+
+    @property
+    def consecutive_bad_steps(self) -> int:
+        return self.nonfinite.consecutive
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # after backward, before gradient clipping and the optimiser step
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0) if grads else None
-        bad = not self._loss_finite or (norm is not None and not bool(torch.isfinite(norm)))
-        if self.trainer.world_size > 1:  # every rank must take the same decision
-            flag = torch.tensor(float(bad), device=self.device)
-            bad = bool(self.trainer.strategy.reduce(flag, reduce_op="sum") > 0)
-        self._step_skipped = bad
-        if bad:
-            for p in params:
-                p.grad = None  # torch optimisers skip parameters without gradient: no update at all
-            self.skipped_steps += 1
-            self.consecutive_bad_steps += 1
-        else:
-            self.consecutive_bad_steps = 0
-            if norm is not None:
-                self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        any_rank = self._any_rank if self.trainer.world_size > 1 else None  # every rank takes the same decision
+        self._step_skipped, norm = self.nonfinite.check(optimizer, self._loss_finite, any_rank)
+        if not self._step_skipped and norm is not None:
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
         self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
         self.log("train/consecutive_bad_steps", float(self.consecutive_bad_steps), on_step=True, on_epoch=False)
-        limit = int(self.hparams.get("max_bad_steps") or 0)
-        if bad and limit > 0 and self.consecutive_bad_steps >= limit:
-            raise NonFiniteTrainingError(
-                f"training stopped at step {self.trainer.global_step}: {self.consecutive_bad_steps} consecutive steps "
-                f"had a non-finite loss or gradient (all skipped, {self.skipped_steps} in total); the checkpoints "
-                f"written so far are intact: lower optimizer.lr or check the data, then resume with ckpt_path=last "
-                f"(max_bad_steps sets this limit)"
-            )
+        if self._step_skipped:
+            self.nonfinite.stop_if_too_many(self.trainer.global_step)
+
+    def _any_rank(self, flag: bool) -> bool:
+        return bool(self.trainer.strategy.reduce(torch.tensor(float(flag), device=self.device), reduce_op="sum") > 0)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -264,7 +253,7 @@ class FlowLitModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["cincflow_format"] = CHECKPOINT_FORMAT
-        checkpoint["nonfinite_steps"] = {"skipped": self.skipped_steps, "consecutive": self.consecutive_bad_steps}
+        checkpoint["nonfinite_steps"] = self.nonfinite.state()
         checkpoint["best_val_bpd"] = self.best_val_bpd
         if self._trainer is not None and self.trainer.optimizers:
             checkpoint["optimizer_type"] = optimizer_type(self.trainer.optimizers[0])
@@ -272,9 +261,7 @@ class FlowLitModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Counters and best score back; a resume starts a fresh run of bad steps (the stop advice is
         to lower the lr and resume) and takes the configured optimiser settings (resume.py)."""
-        counts = checkpoint.get("nonfinite_steps") or {}
-        self.skipped_steps = int(counts.get("skipped", 0))
-        self.consecutive_bad_steps = 0
+        self.nonfinite.load(checkpoint.get("nonfinite_steps"))
         self.best_val_bpd = float(checkpoint.get("best_val_bpd", math.inf))
         if self.optimizer_factory is not None and checkpoint.get("optimizer_states"):
             apply_optimizer_settings(checkpoint, self.configured_optimizer())
