@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import subprocess
 import sys
 import warnings
@@ -80,6 +81,22 @@ def test_every_solver_equals_the_dense_solve(name, k):
         with torch.no_grad():
             for _ in range(2):  # the second from the cache
                 torch.testing.assert_close(solver.solve(y, weight, bias, cache.entries(weight)), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("tile", [1, 2, 3])
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_the_wavefront_reads_no_unset_memory(k, tile, monkeypatch):
+    """The skewed buffer is allocated uninitialised and only the slots the taps read beyond the image
+    are zeroed: with every new allocation filled with NaN the solution is still exact."""
+    from cincflow.layers.causal import wavefront_plan, wavefront_solve
+
+    new_empty = torch.Tensor.new_empty
+    monkeypatch.setattr(torch.Tensor, "new_empty", lambda self, *size, **kw: new_empty(self, *size, **kw).fill_(math.nan))
+    for i, (c, h, w) in enumerate(SHAPES):
+        weight, bias = causal_weight(c, k, seed=i), torch.randn(c, dtype=F64)
+        y = torch.randn(2, c, h, w, dtype=F64)
+        expected = dense_solve(lambda x: causal_conv(x, weight, bias), y)
+        torch.testing.assert_close(wavefront_solve(y, wavefront_plan(weight, tile), bias), expected, rtol=0, atol=1e-10)
 
 
 LAYERS = {

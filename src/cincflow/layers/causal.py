@@ -25,6 +25,7 @@ The exact inverses, as operators (the solver objects that use them, and choose a
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -119,13 +120,33 @@ def wavefront_plan(weight: torch.Tensor, tile: int) -> WavefrontPlan:
     return WavefrontPlan(b, taps, rows, unpack.to(weight.dtype).contiguous(memory_format=torch.channels_last), halo)
 
 
+@functools.lru_cache(maxsize=256)
+def _halo_slots(ht: int, wt: int, taps: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int, int], ...]:
+    """The slots of the skewed buffer that the taps read but no tile fills (beyond the image's edges),
+    as runs (diagonal, first row, end row) of tile coordinates: the only ones that must hold zeros."""
+    empty: set[tuple[int, int]] = set()
+    for d in range(ht + wt - 1):
+        i0, i1 = max(0, d - wt + 1), min(d, ht - 1)
+        for p, q in taps:
+            dd = d - p - q
+            empty |= {(dd, r) for r in range(i0 - p, i1 - p + 1) if not (0 <= r < ht and 0 <= dd - r < wt)}
+    runs: list[list[int]] = []
+    for dd, r in sorted(empty):
+        if runs and runs[-1][0] == dd and runs[-1][2] == r:
+            runs[-1][2] = r + 1
+        else:
+            runs.append([dd, r, r + 1])
+    return tuple(map(tuple, runs))
+
+
 def wavefront_solve(y: torch.Tensor, plan: WavefrontPlan, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Solve causal_conv(x, weight, bias) = y with the plan of ``weight``; [B, C, H, W].
 
     Tiles live in a skewed buffer z[diagonal, tile row, image, n] (tile (i, j) at diagonal i + j,
     row i), so the tiles of one anti-diagonal, and each of their neighbours (P, Q), form a contiguous
     [rows * B, n] matrix (of which a tap reads the columns [lo, hi)): a step is one in-place matrix
-    product-accumulate per tap, no gathers. The image is padded bottom/right to whole tiles, which
+    product-accumulate per tap, no gathers. Of the slots that hold no tile only those the taps read
+    (beyond the image's edges) are zeroed. The image is padded bottom/right to whole tiles, which
     cannot change the solution (causality). Copies in and out of z move whole tile vectors: u comes
     channels-last from the convolution (its weight is), x is read out channels-last, then returned
     contiguous (channels-last if y is not contiguous).
@@ -138,7 +159,9 @@ def wavefront_solve(y: torch.Tensor, plan: WavefrontPlan, bias: torch.Tensor | N
     shift = -(plan.unpack.sum((2, 3)) @ bias) if bias is not None else None
     u = F.conv2d(y, plan.unpack, shift, stride=b)  # [B, n, ht, wt], channels-last
     e = max((p for p, _ in plan.taps), default=0)  # tile rows reached back (= columns)
-    z = y.new_zeros(ht + wt - 1 + 2 * e, ht + e, bsz, n)
+    z = y.new_empty(ht + wt - 1 + 2 * e, ht + e, bsz, n)  # u fills the tiles' slots, zeros the halo's
+    for dd, r0, r1 in _halo_slots(ht, wt, plan.taps):
+        z[dd + 2 * e, r0 + e : r1 + e].zero_()
     sd, sr, sb, _ = z.stride()
     base = z.storage_offset() + 2 * e * sd + e * sr  # tile (0, 0)
     z.as_strided((bsz, n, ht, wt), (sb, 1, sd + sr, sd), base).copy_(u)
