@@ -12,8 +12,10 @@ and the log file before the task runs):
   files of the resumed launch (config, overrides, log) go to ``.hydra/resume_<date>_<time>/``: no file
   of the run is replaced or appended to before the job's own checks pass;
 * under DDP only global rank 0 decides and checks; the other processes use the folder they are given;
-* a job that submitit requeued (hydra/launcher=slurm, :func:`requeued_checkpoint`) resumes from the
-  last.ckpt of its own run folder;
+* a job that SLURM requeued (submitit's requeue, hydra/launcher=slurm; or ``sbatch --requeue`` with
+  ``hydra.run.dir`` set), :func:`requeued_checkpoint`, resumes from the last.ckpt of its own run folder;
+  its Hydra files go to ``.hydra/requeue_<n>/`` (:func:`hydra_subdir`) and its log records are appended
+  to the run's log: what the earlier attempts wrote stays;
 * under SLURM, a requeued job (``hydra.run.dir=outputs/<task>/$SLURM_JOB_ID``, Lightning's
   ``hpc_ckpt_<n>.ckpt`` in the folder) continues its run there (Lightning restores that checkpoint);
 * eval.py / sample.py given a training run's folder write into a folder of their own inside it,
@@ -75,14 +77,27 @@ def hpc_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def restart_count() -> int:
+    """How many times SLURM restarted this job (``SLURM_RESTART_COUNT``; 0 outside SLURM)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
 def requeued_checkpoint(folder: Path) -> Path | None:
     """A SLURM job requeued into its run folder (``SLURM_RESTART_COUNT`` >= 1: submitit's requeue after a
-    preemption or the time limit, hydra/launcher=slurm): that folder's ``checkpoints/last.ckpt``, which the
-    run resumes from; else None."""
-    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1:
+    preemption or the time limit, hydra/launcher=slurm; or ``sbatch --requeue``): that folder's
+    ``checkpoints/last.ckpt``, which the run resumes from; else None."""
+    if restart_count() < 1:
         return None
     last = Path(folder) / "checkpoints" / "last.ckpt"
     return last if last.is_file() else None
+
+
+def hydra_subdir(output_dir: str) -> str:
+    """Where in ``output_dir`` Hydra writes this launch's config.yaml, hydra.yaml and overrides.yaml
+    (``hydra.output_subdir``, resolver ``cincflow.hydra_subdir``): ``.hydra``, but for a requeued SLURM
+    job (restart n >= 1) whose earlier attempt wrote ``.hydra/``, ``.hydra/requeue_<n>``."""
+    n = restart_count()
+    return f".hydra/requeue_{n}" if n >= 1 and (Path(output_dir) / ".hydra").is_dir() else ".hydra"
 
 
 def resume_folder(cfg: Any, ckpt: Path | None) -> Path | None:
@@ -104,7 +119,7 @@ def check_training_folder(folder: Path, cfg: Any, ckpt: Path | None) -> None:
             f"ckpt_path={ckpt} belongs to the run {continues}: a resume continues that run in its own folder "
             f"(leave out hydra.run.dir/paths.output_dir={folder}), or start a new run from its weights with resume=weights"
         )
-    if continues == folder or hpc_checkpoint(folder) is not None:
+    if continues == folder or hpc_checkpoint(folder) is not None or requeued_checkpoint(folder) is not None:
         return
     markers = run_markers(folder)
     if markers:

@@ -5,7 +5,8 @@ Resume (``ckpt_path=...``): ``resume=full`` (default) continues the run in its o
 EMA, optimiser state with the configured settings, schedule, step, best checkpoint and score,
 ``metrics.json`` history, W&B run); ``resume=weights`` starts a new run from the checkpoint's weights
 with a fresh optimiser and schedule. SIGTERM/SIGINT save ``last.ckpt`` and exit 143/130 with one line
-saying how to resume."""
+saying how to resume; in a submitit job, submitit's preemption signal saves ``last.ckpt`` at that step,
+then submitit requeues the job, which resumes from it (:mod:`cincflow.training.stop`)."""
 from __future__ import annotations
 
 import json
@@ -29,13 +30,13 @@ from ..errors import ConfigError, TrainingInterrupted
 from ..paths import ensure_writable_dir
 from ..runs import check_training_folder, requeued_checkpoint
 from ..timing import torch_threads
-from ..training.callbacks import GracefulStop
 from ..training.checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
 from ..training.loading import load_module
 from ..training.loggers import finish_wandb, instantiate_loggers
 from ..training.metrics_json import truncate_history, update_metrics_json
 from ..training.resume import optimizer_changes
+from ..training.stop import GracefulStop
 from ..viz import sample_grid
 from .common import checked, instantiate_callbacks, instantiate_module, instantiate_trainer, plain, say
 
@@ -142,7 +143,7 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
     if ckpt_path and resume == "weights":
         say(f"New run from the weights of {ckpt_path} (fresh optimizer and schedule, step 0)")
     elif ckpt_path:
-        say(f"Resuming from {ckpt_path}" + (f" (W&B run {wandb_id})" if wandb_id else ""))
+        say(f"Resuming from {ckpt_path} at step {resumed_step}" + (f" (W&B run {wandb_id})" if wandb_id else ""))
         if changes:
             say(f"Optimizer settings changed on resume (yours apply): {', '.join(changes)}")
 
@@ -153,12 +154,14 @@ def _train(cfg: DictConfig, extra_callbacks: list[Callback] | None) -> dict[str,
             fit_from = str(ckpt_path) if ckpt_path and resume == "full" else None
             try:
                 trainer.fit(module, datamodule=datamodule, ckpt_path=fit_from, weights_only=False)
-            except (SystemExit, KeyboardInterrupt) as err:  # Lightning's stop on SIGTERM (and ours on SIGINT)
+            except (SystemExit, KeyboardInterrupt) as err:  # Lightning's stop on a signal (and ours on SIGINT)
                 if stop.signal_name is None:
                     raise
+                _requeue(stop, trainer)
                 if not trainer.is_global_zero:  # rank 0 says how to resume
                     raise SystemExit(128 + getattr(signal, stop.signal_name)) from err
                 raise _interrupted(stop.signal_name, trainer) from err
+            _requeue(stop, trainer)  # the signal came as training ended
             if fit_from and trainer.global_step == resumed_step:
                 say(_nothing_trained(trainer))
         best, last = checkpoint_paths(trainer)
@@ -210,6 +213,19 @@ def _interrupted(name: str, trainer: Trainer) -> TrainingInterrupted:
         f"{name} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {last}; resume with: {command}",
         getattr(signal, name),
     )
+
+
+def _requeue(stop: GracefulStop, trainer: Trainer) -> None:
+    """After fit, when submitit's preemption signal came during it (last.ckpt saved at the step it stopped
+    at): one line, then submitit's requeue, which exits on global rank 0."""
+    if not stop.requeues:
+        return
+    _, last = checkpoint_paths(trainer)
+    where = f"saved {last}; now submitit's requeue (the requeued job resumes from it)" if last else \
+        "no checkpoint written yet; now submitit's requeue (the requeued job starts afresh)"
+    say(f"{stop.preempt.name} (submitit: preemption or time limit) at epoch {trainer.current_epoch}, "
+        f"step {trainer.global_step}: {where}")
+    stop.requeue()
 
 
 def _finish(cfg, trainer, module, best, last, metrics_path, seconds) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""Callbacks of the training system: checkpoints, stop on SIGTERM/SIGINT, sample grids +
-reconstructions, throughput, W&B id (the pictures themselves: :mod:`cincflow.viz`; metrics.json:
-:mod:`cincflow.training.metrics_json`).
+"""Callbacks of the training system: checkpoints, sample grids + reconstructions, throughput, W&B id
+(the stop on a signal: :mod:`cincflow.training.stop`; the pictures themselves: :mod:`cincflow.viz`;
+metrics.json: :mod:`cincflow.training.metrics_json`).
 
 All file outputs go below the run's output folder; everything that writes runs on global rank 0.
 """
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 import warnings
 from collections import deque
@@ -55,8 +53,9 @@ class RunCheckpoint(ModelCheckpoint):
     finite score (one line says so). With ``resumable`` (the ``last.ckpt`` one) it also saves when a
     fresh run starts (so a run that diverges before its first validation can be resumed at a lower
     lr), when training ends after the last validation (a run shorter than an epoch, no validation
-    data), and on SIGTERM/SIGINT (:class:`GracefulStop`; under DDP global rank 0 writes it alone):
-    every run that ends leaves a resumable checkpoint."""
+    data), and on a signal that stops training (:class:`~cincflow.training.stop.GracefulStop`: SIGTERM,
+    SIGINT, submitit's preemption signal; under DDP global rank 0 writes it alone): every run that ends
+    leaves a resumable checkpoint."""
 
     def __init__(self, *args: Any, finite_metric: str = "val/bpd", resumable: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -106,62 +105,6 @@ class RunCheckpoint(ModelCheckpoint):
         path = self.format_checkpoint_name({})
         trainer.strategy.checkpoint_io.save_checkpoint(trainer._checkpoint_connector.dump_checkpoint(False), path)
         self.last_model_path = path
-
-
-class GracefulStop(Callback):
-    """SIGTERM and SIGINT (Ctrl-C) during training stop at a batch boundary (Lightning's
-    SIGTERMException, so no optimiser step is left half done); ``signal_name`` then says which signal
-    stopped the run (None: none did). A second Ctrl-C interrupts at once.
-
-    The handlers only take note (and pass the signal on to the processes Lightning launched). A
-    single process stops after the current batch. Under DDP every rank must stop after the SAME
-    batch: the ranks agree at the end of each batch (an all-reduce of "a signal arrived here"), because
-    the signal reaches them at different moments, and a rank that stops alone leaves the others in a
-    collective with a closed peer. (Lightning's own SIGTERM handler broadcasts from inside the
-    handler, wherever the signal lands, and each rank also stops on its own flag: under torchrun
-    that deadlocked or crashed the ranks.)"""
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self._noticed: str | None = None  # a signal this process received, not yet agreed on
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.signal_name = self._noticed = None
-        if threading.current_thread() is not threading.main_thread():
-            return
-        connector = trainer._signal_connector
-
-        def notice(name: str, signum: int) -> None:
-            if self._noticed is None and trainer.strategy.launcher is not None:
-                trainer.strategy.launcher.kill(signum)  # the processes Lightning started stop too
-            self._noticed = self._noticed or name
-            if trainer.world_size == 1:
-                self.signal_name = self.signal_name or name
-                connector.received_sigterm = True  # the loops stop after this batch
-
-        def on_sigint(signum, frame) -> None:
-            notice("SIGINT", signum)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-        signal.signal(signal.SIGTERM, lambda signum, frame: notice("SIGTERM", signum))
-        signal.signal(signal.SIGINT, on_sigint)  # Lightning's teardown restores the previous handlers
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if trainer.world_size == 1 or not torch.distributed.is_initialized():
-            return
-        flags = torch.tensor([self._noticed == "SIGTERM", self._noticed == "SIGINT"], dtype=torch.int32,
-                             device=trainer.strategy.root_device)
-        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        if flags.any():  # every rank stops after this batch
-            self.signal_name = "SIGTERM" if flags[0] else "SIGINT"
-            trainer._signal_connector.received_sigterm = True
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt):
-            self.signal_name = "SIGINT"
-        elif isinstance(exception, SIGTERMException) and self.signal_name is None:
-            self.signal_name = "SIGTERM"
 
 
 class SampleGrids(Callback):

@@ -1,7 +1,7 @@
 """The Hydra callback that decides a launch's run (or sweep) folder before Hydra writes anything into
 it, by the rules of :mod:`cincflow.runs`; it also resolves ``ckpt_path`` (``last``) once for the job,
 checks the checkpoint (eval/sample: everything the job would refuse in it, the dict handed to the
-job; training: its archive's CRC) and provides the resolver ``cincflow.job_dir``."""
+job; training: its archive's CRC) and provides the resolvers ``cincflow.job_dir`` and ``cincflow.hydra_subdir``."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -14,16 +14,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ...errors import ConfigError, report_errors
 from ...paths import resolve_path
-from ...runs import (check_training_folder, claim_new_folder, hpc_checkpoint, is_training_run, job_dir,
-                     resume_folder)
+from ...runs import (check_training_folder, claim_new_folder, hpc_checkpoint, hydra_subdir, is_training_run,
+                     job_dir, resume_folder)
 from ..search.sweeper import continues_study
 from ...training.checkpoints import check_archive, load_checkpoint_dict, resolve_ckpt_path
 from .. import handoff
 from ..evaluation import check_checkpoint_for
 
 
-# at import, not in the callback's __init__: a submitit job unpickles the callbacks (no __init__) in a new process
+# at import, not in the callback's __init__: a submitit job unpickles the callbacks (no __init__) in a new
+# process (a requeued one too), which imports this module before Hydra's run_job resolves hydra.*
 OmegaConf.register_new_resolver("cincflow.job_dir", job_dir, replace=True)
+OmegaConf.register_new_resolver("cincflow.hydra_subdir", hydra_subdir, replace=True)
 
 
 def _explicit(config: DictConfig, key: str) -> bool:
@@ -37,7 +39,8 @@ def _stamp() -> str:
 
 class RunFolders(Callback):
     """Hydra callback: the run (or sweep) folder of this launch, decided before anything is written.
-    It provides the resolver ``cincflow.job_dir`` (:func:`job_dir`) that names a multirun's job folders."""
+    It provides the resolvers ``cincflow.job_dir`` (:func:`job_dir`), which names a multirun's job folders,
+    and ``cincflow.hydra_subdir`` (:func:`hydra_subdir`), where a requeued job's Hydra files go."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         report_errors(self._choose_run_dir, config)  # exit 2 before Hydra writes anything
@@ -86,7 +89,8 @@ class RunFolders(Callback):
             if explicit or continues is not None:
                 check_training_folder(folder, config, ckpt)
                 folder.mkdir(parents=True, exist_ok=True)
-                if folder == continues or hpc_checkpoint(folder) is not None:  # a resume, or a SLURM requeue
+                if folder == continues or hpc_checkpoint(folder) is not None:  # a resume, or Lightning's SLURM requeue
+                    # (a requeued job that resumes from last.ckpt: hydra.output_subdir's own rule, cincflow.hydra_subdir)
                     subdir = str(claim_new_folder(folder / ".hydra" / f"resume_{_stamp()}").relative_to(folder))
             else:
                 folder = claim_new_folder(folder)
