@@ -15,6 +15,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one process per core, 
     torch.set_num_threads(1)
 
 
+# `make test` (pytest-xdist, --dist loadfile) hands the test files to the workers in collection order: the
+# longest go first (longest-processing-time first), so that the workers finish together; the rest keep theirs.
+LONGEST_FIRST = ("test_inputs.py", "test_runs.py", "test_reproduce.py", "test_ddp.py", "test_reliability.py",
+                 "test_research.py", "test_train.py", "test_dequant.py", "test_scripts.py", "test_launchers.py",
+                 "test_search.py", "test_inverse.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(autouse=True)
 def wandb_sandbox(tmp_path_factory, monkeypatch):
     """W&B never goes online from the tests and writes only below a temporary folder."""

@@ -154,7 +154,10 @@ def _checkpoint_variants(d: Path, ckpt_path: Path) -> None:
     torch.save(ckpt["state_dict"], d / "weights_only.pt")
 
 
-def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa: F811
+@pytest.mark.parametrize("subset", [pytest.param("all", marks=pytest.mark.slow), "some"])
+def test_bad_inputs_through_the_command_line(subset, tmp_path, tiny_checkpoint):  # noqa: F811
+    """Every case (``all``, in `make test-slow`), or a quarter of the train cases and half of the sample
+    cases with every other one (``some``), through the real command line: one line each, no file written."""
     d = tmp_path
     (d / "a_file").write_text("not a folder\n")
     _checkpoint_variants(d, tiny_checkpoint)
@@ -241,6 +244,8 @@ def test_bad_inputs_through_the_command_line(tmp_path, tiny_checkpoint):  # noqa
 
     runs = d / "runs"
     cases, expected = [], []
+    if subset == "some":
+        train, sample = train[::4], sample[::2]
     for script, group, prefix in (("train", train, TINY), ("sample", sample, [ck]), ("eval", evaluate, []),
                                   ("sample", sample_ckpts, [])):
         for args, fragments in group:
