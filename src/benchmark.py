@@ -2,13 +2,14 @@
 table, training throughput, torch.compile); markdown tables on stdout, JSON + markdown files.
 
     python src/benchmark.py size=cpu                 # make bench: results/benchmark_cpu.{json,md}
-    python src/benchmark.py size=cpu suite=speed     # issue #22's part only (about 10 min on 2 cores)
+    python src/benchmark.py size=cpu suite=speed     # issue #22's part only: results/speed_cpu.{json,md} (8-10 min)
     python src/benchmark.py size=paper device=cuda   # the paper's CIFAR-10 model on a GPU
     python src/benchmark.py size=tiny out=/tmp/b.json threads=all
 
 Arguments (key=value): size = cpu | paper | tiny (default cpu); suite = all | sampling | speed (default
 all); device = cpu | cuda (default cpu);
-out = JSON path (default results/benchmark_<size>.json, the markdown goes next to it);
+out = JSON path (default results/benchmark_<size>.json, with suite=speed results/speed_<size>.json; the
+markdown goes next to it);
 threads = torch CPU threads, a number or ``all`` (default 1 on the CPU, as the CInC poster's one-core
 timings: on a shared machine single-threaded timings are also far steadier; ``all`` on CUDA).
 Bad arguments: one line ``error: ...`` on stderr, exit status 2.
@@ -64,7 +65,8 @@ def parse(argv: list[str]) -> dict:
         args["threads"] = "1" if args["device"] == "cpu" else "all"
     if args["threads"] != "all" and not (args["threads"].isdigit() and int(args["threads"]) > 0):
         raise ConfigError(f"threads must be a positive number or 'all', got {args['threads']!r}")
-    args["out"] = args["out"] or str(ROOT / "results" / f"benchmark_{args['size']}.json")
+    stem = "speed" if args["suite"] == "speed" else "benchmark"  # suite=speed never replaces the sampling suite's file
+    args["out"] = args["out"] or str(ROOT / "results" / f"{stem}_{args['size']}.json")
     if not args["out"].endswith(".json"):
         raise ConfigError(f"out={args['out']} must name a .json file (the markdown goes next to it, .md)")
     folder = Path(args["out"]).parent

@@ -89,3 +89,14 @@ def test_normflows_reference_is_skipped_with_a_reason_when_it_cannot_be_installe
     monkeypatch.setattr(normflows.sys, "executable", "/nonexistent/python")
     assert normflows.install(log=lines.append) is None
     assert len(lines) == 1 and "not installed" in lines[0] and "skipped" in lines[0]
+
+
+def test_each_suite_writes_its_own_file_by_default(monkeypatch):
+    """suite=speed (issue #22's part) never replaces the sampling suite's results/benchmark_<size>.json."""
+    import runpy
+
+    monkeypatch.syspath_prepend(str(ROOT / "src"))
+    parse = runpy.run_path(str(ROOT / "src" / "benchmark.py"), run_name="benchmark")["parse"]
+    assert Path(parse(["size=cpu"])["out"]) == ROOT / "results" / "benchmark_cpu.json"
+    assert Path(parse(["size=cpu", "suite=sampling"])["out"]) == ROOT / "results" / "benchmark_cpu.json"
+    assert Path(parse(["size=cpu", "suite=speed"])["out"]) == ROOT / "results" / "speed_cpu.json"
