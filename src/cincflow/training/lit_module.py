@@ -15,12 +15,10 @@
   (:attr:`eval_model`); they are part of the ``state_dict``, so checkpoints restore them exactly.
 * Optimiser and schedule arrive as factories: ``optimizer(parameters)`` and ``scheduler(optimizer=...)``,
   so every ``torch.optim.lr_scheduler`` class works; a scheduler that takes ``steps_per_epoch`` (the
-  warm-up, :func:`~cincflow.training.schedule.linear_warmup`) also gets a function returning the
-  optimiser steps of one epoch. It is stepped every ``scheduler_interval`` (``step`` or ``epoch``;
-  ``ReduceLROnPlateau`` reads ``scheduler_monitor``) and restored on resume.
-* Non-finite steps (:mod:`.nonfinite`): a step whose loss or any gradient is NaN/inf updates nothing;
-  ``train/skipped_steps`` (total) and ``train/consecutive_bad_steps`` are logged; ``max_bad_steps``
-  consecutive ones stop training with :class:`~cincflow.errors.NonFiniteTrainingError`.
+  warm-up, :func:`~cincflow.training.schedule.linear_warmup`) also gets the optimiser steps of one epoch
+  (a function). Stepped every ``scheduler_interval`` (``ReduceLROnPlateau`` reads ``scheduler_monitor``), restored on resume.
+* Non-finite steps (:mod:`.nonfinite`) update nothing; ``train/skipped_steps`` and
+  ``train/consecutive_bad_steps`` are logged; ``max_bad_steps`` consecutive ones stop training.
 * ``val/bpd_best`` is the lowest finite validation score of the whole run (restored on resume).
 * ``dequant`` (:mod:`cincflow.dequant`): uniform by default; a learned q(v | x) trains with the flow and
   scores its average too (q itself is not averaged: any q gives a valid bound).
