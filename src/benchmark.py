@@ -14,7 +14,6 @@ threads = torch CPU threads, a number or ``all`` (default 1 on the CPU, as the C
 timings: on a shared machine single-threaded timings are also far steadier; ``all`` on CUDA).
 Bad arguments: one line ``error: ...`` on stderr, exit status 2.
 """
-import ctypes
 import os
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import datetime  # noqa: E402
 
 import torch  # noqa: E402
 
+from cincflow.allocator import keep_freed_memory  # noqa: E402
 from cincflow.bench import SIZES, markdown, run, speed_suite, write  # noqa: E402
 from cincflow.bench.measure import machine  # noqa: E402
 from cincflow.bench.speed_report import evaluate  # noqa: E402
@@ -35,18 +35,6 @@ from cincflow.errors import ConfigError, report_errors  # noqa: E402
 
 KEYS = ("size", "suite", "device", "out", "threads")
 SUITES = ("all", "sampling", "speed")
-
-
-def keep_freed_memory() -> bool:
-    """Stop glibc from returning freed blocks (up to 32 MiB) to the OS: re-faulting them page by page
-    on the next allocation costs more than a convolution on some virtual machines (3-4x the forward
-    time of a 100 x 12 x 32 x 32 layer here) and would swamp what is measured. Linux/glibc only."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
 def parse(argv: list[str]) -> dict:
@@ -81,7 +69,7 @@ def parse(argv: list[str]) -> dict:
 def main(argv: list[str]) -> None:
     args = parse(argv)
     threads = None if args["threads"] == "all" else int(args["threads"])
-    tuned = keep_freed_memory()
+    allocator = keep_freed_memory()  # as the jobs do (keep_freed_memory: true); normflows runs with it alike
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     dev = torch.device(args["device"])
     result = run(args["size"], args["device"], threads, log=log) if args["suite"] != "speed" else {}
@@ -94,7 +82,7 @@ def main(argv: list[str]) -> None:
                                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
         result["meta"]["speed_seconds"] = seconds
     result["meta"]["suite"] = args["suite"]
-    result["meta"]["machine"]["malloc_keeps_freed_memory"] = tuned
+    result["meta"]["machine"]["allocator"] = allocator
     out, md = write(result, args["out"])
     print(markdown(result))
     print(f"wrote {os.path.relpath(out)} and {os.path.relpath(md)}", file=sys.stderr)

@@ -83,6 +83,17 @@ def test_actnorm_is_not_reinitialised_after_loading(tmp_path):
     torch.testing.assert_close(fresh.loc, layer.loc)
 
 
+def test_invconv1x1_is_the_matrix_at_every_pixel_in_any_layout():
+    x = torch.randn(B, C, H, W)
+    layer = randomize(InvConv1x1(C), x)
+    expected = torch.einsum("oc,bchw->bohw", layer.weight(), x)  # the definition, pixel by pixel
+    for layout in (torch.contiguous_format, torch.channels_last):
+        y, _ = layer(x.contiguous(memory_format=layout))
+        torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+        back, _ = layer.inverse(y.contiguous(memory_format=layout))
+        torch.testing.assert_close(back, x, rtol=1e-10, atol=1e-10)
+
+
 def test_squeeze_layout():
     x = torch.arange(2 * 4 * 4).view(1, 2, 4, 4).double()
     y, _ = Squeeze()(x)

@@ -181,11 +181,16 @@ def markdown(result: dict) -> str:
     return "\n".join(parts)
 
 
+def allocator_note(mach: dict) -> str:
+    """", <what the allocator setting did>" (:mod:`cincflow.allocator`); nothing where it was not recorded."""
+    return f", {mach['allocator']}" if "allocator" in mach else ""
+
+
 def _meta_line(result: dict) -> str:
     meta, mach = result["meta"], result["meta"]["machine"]
     where = mach.get("gpu") or mach.get("cpu_model") or mach["processor"]
     return (f"Benchmark `{meta['size']}` ({meta['suite']}): machine {where}, {mach['cpu_count']} CPUs, {mach['torch_threads']} torch "
-            f"thread(s), device {mach['device']}, torch {mach['torch']}; {meta['date']}; took {meta.get('speed_seconds', meta['seconds']):.0f} s.")
+            f"thread(s), device {mach['device']}, torch {mach['torch']}{allocator_note(mach)}; {meta['date']}; took {meta.get('speed_seconds', meta['seconds']):.0f} s.")
 
 
 def _sampling_markdown(result: dict) -> str:
@@ -195,7 +200,7 @@ def _sampling_markdown(result: dict) -> str:
         f"Benchmark `{meta['size']}`: {cfg['n']} images of {cfg['image_size']}x{cfg['image_size']}x3, L={cfg['levels']}, "
         f"K={cfg['depth']}, width {cfg['width']}, {meta['dtype']}, median of {cfg['reps']} interleaved rounds after a warm-up round. "
         f"Machine: {where}, {mach['cpu_count']} CPUs, {mach['torch_threads']} torch thread(s), device {mach['device']}, "
-        f"torch {mach['torch']}{' (glibc keeps freed memory)' if mach.get('malloc_keeps_freed_memory') else ''}; "
+        f"torch {mach['torch']}{allocator_note(mach)}; "
         f"{meta['date']}; took {meta['seconds']:.0f} s.",
         "",
         *_models(result),

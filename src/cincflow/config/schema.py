@@ -109,6 +109,7 @@ class CommonSchema:
     seed: int | None = rule("an integer, or null for no seeding", 0)
     compile: bool | str | None = rule("true, false or a torch.compile backend name (e.g. eager, aot_eager)", "false")
     num_threads: int | None = rule("a positive integer, or null for PyTorch's default", 1, at_least(1))
+    keep_freed_memory: bool | None = rule("true or false", "true")
 
 
 @dataclass

@@ -2,6 +2,8 @@
 checkpoint and data of eval/sample, rank-0 printing. (The data's checks: :mod:`cincflow.config.data`.)"""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from lightning.pytorch import Callback, LightningDataModule, LightningModule, Tr
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ..allocator import keep_freed_memory
 from ..compiled import compile_flow, compile_options
 from ..config import handoff
 from ..config.data import check_data_fits, eval_data_config, instantiate_data
@@ -19,7 +22,18 @@ from ..config.schema import plain
 from ..errors import ConfigError, one_line
 from ..training.checkpoints import load_checkpoint_dict, resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
+from ..timing import torch_threads
 from ..training.loading import load_module
+
+
+@contextlib.contextmanager
+def cpu_settings(cfg: DictConfig) -> Iterator[None]:
+    """A job's CPU settings: ``keep_freed_memory`` (process-wide, :mod:`cincflow.allocator`) and
+    ``num_threads`` for the block."""
+    if cfg.get("keep_freed_memory"):
+        keep_freed_memory()
+    with torch_threads(cfg.get("num_threads")):
+        yield
 
 
 @rank_zero_only

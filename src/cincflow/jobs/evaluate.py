@@ -21,16 +21,15 @@ from ..config.evaluation import ood_data_configs, ood_datamodule
 from ..likelihood import importance_weighted_bpd
 from ..ood import ood_evaluation
 from ..paths import ensure_writable_dir
-from ..timing import torch_threads
 from ..training.checkpoints import resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
 from ..training.loading import load_module
-from .common import checked, checkpoint_module, datamodule_for, instantiate_trainer, plain, require_checkpoint, say
+from .common import checked, checkpoint_module, cpu_settings, datamodule_for, instantiate_trainer, plain, require_checkpoint, say
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Bits/dim of ``cfg.ckpt_path`` on ``cfg.split`` (the checkpoint's data unless ``cfg.data``)."""
-    with torch_threads(cfg.get("num_threads")):
+    with cpu_settings(cfg):
         return _evaluate(cfg)
 
 

@@ -18,8 +18,7 @@ from ..config import validate
 from ..paths import ensure_writable_dir, resolve_path
 from ..viz import interpolation_grid, reconstruction_grid, sample_grid
 from ..config.data import uses_data
-from .common import checked, checkpoint_module, datamodule_for, require_checkpoint
-from ..timing import torch_threads
+from .common import checked, checkpoint_module, cpu_settings, datamodule_for, require_checkpoint
 
 
 def first_images(datamodule: LightningDataModule, n: int, split: str = "test") -> torch.Tensor:
@@ -37,7 +36,7 @@ def first_images(datamodule: LightningDataModule, n: int, split: str = "test") -
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """N samples at temperature(s) T from a checkpoint into a PNG grid (+ optional extras)."""
-    with torch_threads(cfg.get("num_threads")):
+    with cpu_settings(cfg):
         return _sample(cfg)
 
 

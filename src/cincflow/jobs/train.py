@@ -29,7 +29,6 @@ from ..config.data import check_data_first, fill_model_from_data, instantiate_da
 from ..errors import ConfigError, TrainingInterrupted
 from ..paths import ensure_writable_dir
 from ..runs import check_training_folder, requeued_checkpoint
-from ..timing import torch_threads
 from ..training.checkpoints import AtomicCheckpointIO, check_state_dict, load_checkpoint_dict, resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
 from ..training.loading import load_module
@@ -38,7 +37,7 @@ from ..training.metrics_json import truncate_history, update_metrics_json
 from ..training.resume import optimizer_changes
 from ..training.stop import GracefulStop
 from ..viz import sample_grid
-from .common import checked, instantiate_callbacks, instantiate_module, instantiate_trainer, plain, say
+from .common import checked, cpu_settings, instantiate_callbacks, instantiate_module, instantiate_trainer, plain, say
 
 
 def per_process_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDataModule) -> int:
@@ -70,7 +69,7 @@ def checkpoint_paths(trainer: Trainer) -> tuple[str, str]:
 def train(cfg: DictConfig, extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Fit, test the best checkpoint, write samples.png and metrics.json; returns the metrics
     (on global rank 0; an empty dict elsewhere). ``extra_callbacks`` are added to the config's."""
-    with torch_threads(cfg.get("num_threads")):
+    with cpu_settings(cfg):
         return _train(cfg, extra_callbacks)
 
 
