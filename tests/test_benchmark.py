@@ -70,6 +70,9 @@ def test_benchmark_runs_end_to_end_and_writes_valid_json(tmp_path):
     speed = result["speed"]  # issue #22's suite, at the tiny size without normflows (no network in tests)
     assert speed["compare"]["normflows"] is None and [r["model"] for r in speed["compare"]["rows"]] == list(compare.CONVS)
     assert all(r["over_normflows"] is None and min(r["seconds"].values()) > 0 for r in speed["compare"]["rows"])
+    cinc = next(r for r in speed["compare"]["rows"] if r["model"] == "cinc")["seconds"]
+    assert "sample_free_solves" in cinc and "cinc + affine sampling with its conv solves free" in md
+    assert any("free solves: at least" in t["detail"] for t in result["speed_targets"] if t["target"] == "cinc_sampling_over_glow")
     assert {(r["conv"], r["dtype"]) for r in speed["solvers"]} == {(c, d) for c in ("cinc", "emerging") for d in ("float32", "float64")}
     for r in speed["solvers"]:
         assert max(r["error"].values()) < 1e-4 and r["best_solver"] in ("tiled", "wavefront", "kernel")

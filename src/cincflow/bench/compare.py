@@ -2,19 +2,23 @@
 batch 64, 100 samples; :mod:`.normflows`): a train step (forward, backward, Adam step), log_prob
 without gradients and sampling, for our glow, cinc and emerging convs with the affine coupling and
 for normflows' Glow, all timed interleaved in one process (each round runs every one of them once),
-medians. A second copy of each model, never trained, is the one evaluated and sampled (a train step
-changes the weights, and CInC's solvers decide again for new weights).
+medians; a time / normflows' is the median over rounds of the two times' ratio in the same round. A
+second copy of each model, never trained, is the one evaluated and sampled (a train step changes the
+weights, and CInC's solvers decide again for new weights). CInC's sampling is also timed
+with its conv solves free (:func:`~cincflow.bench.measure.free_inverse`): the least any solver could
+make it cost.
 """
 from __future__ import annotations
 
 import copy
+import statistics
 from collections.abc import Callable
 
 import torch
 
 from ..model import Glow
 from . import normflows as nf_ref
-from .measure import timed
+from .measure import free_inverse, median_ratio, round_times
 
 SHAPE = dict(channels=3, image_size=32, levels=3, depth=4, width=64, batch=64, samples=100)
 CONVS = ("glow", "cinc", "emerging")
@@ -58,15 +62,24 @@ def run(device: torch.device, reps: int, shape: dict = SHAPE, reference: bool = 
         model = nf_ref.glow(nf, shape["channels"], shape["image_size"], shape["levels"], shape["depth"], shape["width"]).to(device)
         tasks[REFERENCE] = (nf_ref.normflows_tasks(model, x, n, True), nf_ref.normflows_tasks(copy.deepcopy(model), x, n, False))
         params[REFERENCE] = {"free": nf_ref.free_parameters(model), "stored": sum(p.numel() for p in model.parameters())}
+    extra = {}
     for conv in CONVS:
         model = ours(conv, x, shape).to(device)
-        tasks[conv] = (our_tasks(model, x, n, True), our_tasks(copy.deepcopy(model), x, n, False))
+        frozen = copy.deepcopy(model)
+        tasks[conv] = (our_tasks(model, x, n, True), our_tasks(frozen, x, n, False))
         params[conv] = {"free": model.parameter_counts()["total"], "stored": sum(p.numel() for p in model.parameters())}
-    times = timed(task_functions(tasks), device, reps)
+        if conv == "cinc":
+            with torch.no_grad():
+                extra[(conv, "sample_free_solves")] = free_inverse(frozen, torch.no_grad()(lambda m=frozen: m.sample(n)))
+    samples = round_times({**task_functions(tasks), **extra}, device, reps)
+    times = {key: statistics.median(values) for key, values in samples.items()}
     rows = []
     for name in tasks:
         row = {"model": name, "parameters": params[name], "seconds": {t: times[(name, t)] for t in TASKS}}
-        row["over_normflows"] = {t: times[(name, t)] / times[(REFERENCE, t)] for t in TASKS} if nf is not None else None
+        if (name, "sample_free_solves") in times:
+            row["seconds"]["sample_free_solves"] = times[(name, "sample_free_solves")]
+        row["over_normflows"] = ({t: median_ratio(samples, (name, t), (REFERENCE, t)) for t in TASKS}
+                                 if nf is not None else None)
         rows.append(row)
         log(f"{name:10s} " + ", ".join(f"{t} {times[(name, t)] * 1e3:.1f} ms" for t in TASKS))
     return {"shape": dict(shape), "normflows": None if nf is None else nf_ref.VERSION, "rows": rows}

@@ -27,8 +27,8 @@ def first_call_over_budget(call: dict) -> float:
     return call["cold_s"] / (2 * call["warm_s"] + FIRST_CALL_SLACK_S)
 
 
-def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
-    """Median wall time (s) of each function over ``reps`` rounds after ``warmup`` rounds; every round
+def round_times(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict[object, list[float]]:
+    """Wall times (s) of each function in each of ``reps`` rounds after ``warmup`` rounds; every round
     calls all of them once, in turn, so that a change of machine load hits them alike (CUDA synchronised),
     round r starting at the r-th function, so that none always runs right after the same other one."""
     for _ in range(warmup):
@@ -39,7 +39,18 @@ def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
     for r in range(reps):
         for key in keys[r % len(keys):] + keys[: r % len(keys)]:
             samples[key].append(wall_time(fns[key], device))
-    return {key: statistics.median(values) for key, values in samples.items()}
+    return samples
+
+
+def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
+    """Median wall time (s) of each function over the rounds of :func:`round_times`."""
+    return {key: statistics.median(values) for key, values in round_times(fns, device, reps, warmup).items()}
+
+
+def median_ratio(samples: dict[object, list[float]], key, reference) -> float:
+    """The median over rounds of key's time / reference's time in the same round: steadier than the ratio
+    of medians when the machine's speed drifts between rounds."""
+    return statistics.median(a / b for a, b in zip(samples[key], samples[reference]))
 
 
 def gemm_rate(dtype: torch.dtype, device: torch.device, size: int = 512, reps: int = 5) -> float:

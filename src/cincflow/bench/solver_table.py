@@ -40,8 +40,9 @@ def choices(layer, y: torch.Tensor) -> str:
 
 @torch.no_grad()
 def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int, device: torch.device,
-              threads: int | None, cold: bool) -> dict:
-    """One layer at one shape and dtype (see the module docstring)."""
+              threads: int | None, cold: bool, rate: float) -> dict:
+    """One layer at one shape and dtype (see the module docstring); ``rate``: the device's best
+    multiply-adds per second in this dtype (:func:`~.measure.gemm_rate`)."""
     torch.manual_seed(0)
     dt = getattr(torch, dtype)
     layer = CONVS[conv](channels).to(device, dt)
@@ -62,7 +63,7 @@ def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int
     forward = times.pop("forward")
     best = min(EXACT, key=times.get)
     macs = n * sum(exact_inverse_macs(channels, side, side, f.kernel_size) for f in layer.factors())
-    floor = macs / gemm_rate(dt, device)
+    floor = macs / rate
     row = {
         "conv": conv, "shape": [channels, side, side], "dtype": dtype, "images": n, "forward_s": forward, "inverse_s": times,
         "auto_picks": choices(layer, y), "best_solver": best,
@@ -79,11 +80,11 @@ def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int
 
 def run(n: int, reps: int, device: torch.device, threads: int | None, cold: bool = True,
         shapes=SHAPES, log: Callable[[str], None] = print) -> list[dict]:
-    rows = []
+    rows, rates = [], {dtype: gemm_rate(getattr(torch, dtype), device) for dtype in DTYPES}
     for conv in CONVS:
         for channels, side in shapes:
             for dtype in DTYPES:
-                rows.append(bench_row(conv, channels, side, dtype, n, reps, device, threads, cold))
+                rows.append(bench_row(conv, channels, side, dtype, n, reps, device, threads, cold, rates[dtype]))
                 r = rows[-1]
                 log(f"{conv:9s}{channels}x{side}x{side} {dtype}: forward {r['forward_s'] * 1e3:.1f} ms, "
                     + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in r["inverse_s"].items()) + f" ms; auto picks {r['auto_picks']}")

@@ -35,8 +35,10 @@ def evaluate(speed: dict, sampling_models: list[dict] | None = None) -> list[dic
             for task in TASKS:
                 add(f"{conv}_over_normflows", by[conv]["over_normflows"][task], task)
     shape = speed["compare"]["shape"]
-    add("cinc_sampling_over_glow", by["cinc"]["seconds"]["sample"] / by["glow"]["seconds"]["sample"],
-        f"affine, L{shape['levels']} K{shape['depth']} width {shape['width']}, {shape['samples']} samples")
+    cinc, glow = by["cinc"]["seconds"], by["glow"]["seconds"]["sample"]
+    free = f"; free solves: at least {cinc['sample_free_solves'] / glow:.2f}" if "sample_free_solves" in cinc else ""
+    add("cinc_sampling_over_glow", cinc["sample"] / glow,
+        f"affine, L{shape['levels']} K{shape['depth']} width {shape['width']}, {shape['samples']} samples{free}")
     by_model = {(m["conv"], m["coupling"]): m for m in sampling_models or []}
     for (conv, coupling), m in by_model.items():
         if conv == "cinc" and ("glow", coupling) in by_model:
@@ -58,7 +60,8 @@ def _compare(c: dict) -> list[str]:
     ref = f"normflows {c['normflows']}" if c["normflows"] else "normflows (not installed: its column is skipped)"
     lines = [f"Against {ref}, the same Glow shape: L={s['levels']}, K={s['depth']}, width {s['width']}, "
              f"{s['image_size']}x{s['image_size']}x{s['channels']}, batch {s['batch']}, sampling {s['samples']} images; "
-             "train step = forward + backward + Adam step; medians of interleaved rounds:", "",
+             "train step = forward + backward + Adam step; medians of interleaved rounds (a ratio: the median of the "
+             "ratios within each round):", "",
              "| model | parameters (stored) | " + " | ".join(f"{t} ms" for t in TASKS) + " | " + " | ".join(f"{t} / normflows" for t in TASKS) + " |",
              "|---|---:|" + "---:|" * (2 * len(TASKS))]
     for r in c["rows"]:
@@ -66,6 +69,11 @@ def _compare(c: dict) -> list[str]:
         name = "normflows Glow" if r["model"] == REFERENCE else f"{r['model']} + affine"
         lines.append(f"| {name} | {r['parameters']['free'] / 1e3:.0f}k ({r['parameters']['stored'] / 1e3:.0f}k) | "
                      + " | ".join(f"{r['seconds'][t] * 1e3:.1f}" for t in TASKS) + " | " + " | ".join(ratios) + " |")
+    for r in c["rows"]:
+        if "sample_free_solves" in r["seconds"]:
+            lines += ["", f"{r['model']} + affine sampling with its conv solves free (each replayed from a recording: "
+                          f"the least any solver could make it cost): {r['seconds']['sample_free_solves'] * 1e3:.1f} ms, "
+                          f"{r['seconds']['sample_free_solves'] / r['seconds']['sample']:.2f} of its real sampling."]
     return lines
 
 
