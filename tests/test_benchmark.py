@@ -3,8 +3,10 @@ markdown; its free-inverse pass replays the real samples without solving."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, compare, free_inverse, normflows
@@ -103,3 +105,18 @@ def test_each_suite_writes_its_own_file_by_default(monkeypatch):
     assert Path(parse(["size=cpu"])["out"]) == ROOT / "results" / "benchmark_cpu.json"
     assert Path(parse(["size=cpu", "suite=sampling"])["out"]) == ROOT / "results" / "benchmark_cpu.json"
     assert Path(parse(["size=cpu", "suite=speed"])["out"]) == ROOT / "results" / "speed_cpu.json"
+
+
+@pytest.mark.slow  # one inductor compilation (C++ on 2 cores)
+def test_the_compile_benchmark_compiles_into_an_empty_cache(monkeypatch):
+    """A first compiled call is timed against an empty inductor cache (an earlier run's cache would make
+    it a lookup), and the user's cache setting is back afterwards."""
+    from cincflow.bench.speed_suite import fresh_inductor_cache
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/users/own/cache")
+    with fresh_inductor_cache():
+        folder = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+        assert folder.is_dir() and not any(folder.iterdir())
+        torch.compile(lambda v: (v.sin() * 3).sum(), backend="inductor")(torch.randn(8))
+        assert any(folder.rglob("*"))  # the compilation went there
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/users/own/cache" and not folder.exists()

@@ -4,8 +4,11 @@ with normflows (:mod:`.compare`), the solver table (:mod:`.solver_table`), train
 first call of each task, which compiles; speed-up: interleaved medians against the eager model)."""
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -24,9 +27,25 @@ SIZES = {
 SIZES["paper"] = SIZES["cpu"]
 
 
+@contextlib.contextmanager
+def fresh_inductor_cache() -> Iterator[None]:
+    """An empty TorchInductor cache folder for the block (read by inductor at each compile), so that a
+    first call measures a real compilation, not a hit in the cache of an earlier run."""
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="inductor-") as folder:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+
+
 def bench_compile(device: torch.device, reps: int, shape: dict, log: Callable[[str], None] = print) -> dict:
     """glow + affine compiled with :func:`~cincflow.compiled.compile_flow` against the eager model: the
-    first call of each task (compiling) and the warm medians, interleaved."""
+    first call of each task (compiling, with an empty inductor cache) and the warm medians, interleaved."""
     torch.manual_seed(0)
     x = (torch.rand(shape["batch"], shape["channels"], shape["image_size"], shape["image_size"]) - 0.5).to(device)
     eager = compare.ours("glow", x, shape).to(device)
@@ -34,7 +53,8 @@ def bench_compile(device: torch.device, reps: int, shape: dict, log: Callable[[s
     tasks = {name: (compare.our_tasks(m, x, shape["samples"], True), compare.our_tasks(copy.deepcopy(m), x, shape["samples"], False))
              for name, m in built.items()}
     fns = compare.task_functions(tasks)
-    first = {task: wall_time(fns[("compiled", task)], device) for task in compare.TASKS}
+    with fresh_inductor_cache():
+        first = {task: wall_time(fns[("compiled", task)], device) for task in compare.TASKS}
     times = timed(fns, device, reps)
     row = {"first_call_s": first, "seconds": {name: {t: times[(name, t)] for t in compare.TASKS} for name in built}}
     row["speedup"] = {t: times[("eager", t)] / times[("compiled", t)] for t in compare.TASKS}
