@@ -12,10 +12,13 @@ device, not on the weights); whether a solver is accurate enough is each layer's
   dominate a few images, from deciding (B / 16 and B / 8 did: a method that is cheap on 6 images
   can be 8x slower on 100). An option slower on s images than the best prediction for B so far
   cannot win and is not run on 2s;
+- a close call (the two best predictions within ``close`` of each other, both from both slices) is
+  probed once more on both slices, each time the smaller of its two timings: one slow timing (another
+  process taking the core for a moment) no longer decides between two options of about the same speed;
 - once the probes of a key have taken ``budget_s`` seconds, the options not yet timed are predicted
   from their multiply-adds at the measured options' rate.
-So the probes of an option cost at most 3/4 of its time on the whole batch, and only the options
-that can still win pay all of it: the first call stays within 2 warm calls + 0.5 s.
+So the probes of an option cost at most 3/4 of its time on the whole batch (3/2 in a close call), and
+only the options that can still win pay all of it: the first call stays within 2 warm calls + 0.5 s.
 """
 from __future__ import annotations
 
@@ -57,8 +60,8 @@ def kernel_macs(c: int, h: int, w: int) -> dict[str, float]:
 class SpeedTable:
     """Options ranked fastest first, per key (see the module docstring for how)."""
 
-    def __init__(self, budget_s: float = 0.1, threshold: float = 16.0, timer: Callable = wall_time):
-        self.budget_s, self.threshold, self.timer = budget_s, threshold, timer
+    def __init__(self, budget_s: float = 0.1, threshold: float = 16.0, timer: Callable = wall_time, close: float = 1.25):
+        self.budget_s, self.threshold, self.timer, self.close = budget_s, threshold, timer, close
         self._ranking: dict[Hashable, list[str]] = {}
 
     def ranking(self, key: Hashable) -> list[str] | None:
@@ -84,13 +87,16 @@ class SpeedTable:
         batch = y.shape[0]
         s1 = -(-batch // 4)
         s2 = min(batch, 2 * s1)
-        predicted, spent = {}, 0.0
+        predicted, slices, spent = {}, {}, 0.0
 
         def probe(name: str, images: int) -> float:
             nonlocal spent
             t = self.timer(lambda: run(name, y[:images]), y.device)
             spent += t
             return t
+
+        def extrapolate(t1: float, t2: float) -> float:
+            return t2 + (batch - s2) * max(0.0, t2 - t1) / (s2 - s1)
 
         for name in plausible:
             if spent > self.budget_s:
@@ -100,8 +106,13 @@ class SpeedTable:
             if s2 == s1 or t1 >= min(predicted.values(), default=math.inf):
                 predicted[name] = t1 * batch / s1  # s1 = B, or slower on s1 images than the best on B
                 continue
-            t2 = probe(name, s2)
-            predicted[name] = t2 + (batch - s2) * max(0.0, t2 - t1) / (s2 - s1)
+            slices[name] = (t1, probe(name, s2))
+            predicted[name] = extrapolate(*slices[name])
+        best = sorted(slices, key=predicted.get)[:2]
+        if len(best) == 2 and predicted[best[1]] <= self.close * predicted[best[0]]:
+            for name in best:  # a close call: the smaller of two timings of each slice
+                t1, t2 = slices[name]
+                predicted[name] = extrapolate(min(t1, probe(name, s1)), min(t2, probe(name, s2)))
         rate = min(predicted[n] / costs[n] for n in predicted)
         predicted |= {n: rate * costs[n] for n in plausible if n not in predicted}
         return sorted(plausible, key=predicted.get) + losers
