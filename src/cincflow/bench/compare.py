@@ -11,14 +11,13 @@ make it cost.
 from __future__ import annotations
 
 import copy
-import statistics
 from collections.abc import Callable
 
 import torch
 
 from ..model import Glow
 from . import normflows as nf_ref
-from .measure import free_inverse, median_ratio, round_times
+from .measure import free_inverse, median_ratio, medians, round_times
 
 SHAPE = dict(channels=3, image_size=32, levels=3, depth=4, width=64, batch=64, samples=100)
 CONVS = ("glow", "cinc", "emerging")
@@ -69,10 +68,9 @@ def run(device: torch.device, reps: int, shape: dict = SHAPE, reference: bool = 
         tasks[conv] = (our_tasks(model, x, n, True), our_tasks(frozen, x, n, False))
         params[conv] = {"free": model.parameter_counts()["total"], "stored": sum(p.numel() for p in model.parameters())}
         if conv == "cinc":
-            with torch.no_grad():
-                extra[(conv, "sample_free_solves")] = free_inverse(frozen, torch.no_grad()(lambda m=frozen: m.sample(n)))
+            extra[(conv, "sample_free_solves")] = free_inverse(frozen, tasks[conv][1].draw)
     samples = round_times({**task_functions(tasks), **extra}, device, reps)
-    times = {key: statistics.median(values) for key, values in samples.items()}
+    times = medians(samples)
     rows = []
     for name in tasks:
         row = {"model": name, "parameters": params[name], "seconds": {t: times[(name, t)] for t in TASKS}}

@@ -42,9 +42,14 @@ def round_times(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> 
     return samples
 
 
+def medians(samples: dict[object, list[float]]) -> dict:
+    """The median of each key's timings."""
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
 def timed(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict:
     """Median wall time (s) of each function over the rounds of :func:`round_times`."""
-    return {key: statistics.median(values) for key, values in round_times(fns, device, reps, warmup).items()}
+    return medians(round_times(fns, device, reps, warmup))
 
 
 def median_ratio(samples: dict[object, list[float]], key, reference) -> float:

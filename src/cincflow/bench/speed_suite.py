@@ -9,6 +9,7 @@ import copy
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from unittest import mock
 
 import torch
 
@@ -31,16 +32,8 @@ SIZES["paper"] = SIZES["cpu"]
 def fresh_inductor_cache() -> Iterator[None]:
     """An empty TorchInductor cache folder for the block (read by inductor at each compile), so that a
     first call measures a real compilation, not a hit in the cache of an earlier run."""
-    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    with tempfile.TemporaryDirectory(prefix="inductor-") as folder:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
-            else:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+    with tempfile.TemporaryDirectory(prefix="inductor-") as folder, mock.patch.dict(os.environ, TORCHINDUCTOR_CACHE_DIR=folder):
+        yield
 
 
 def bench_compile(device: torch.device, reps: int, shape: dict, log: Callable[[str], None] = print) -> dict:
