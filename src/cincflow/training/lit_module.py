@@ -45,6 +45,7 @@ from .nonfinite import NonFiniteSteps
 from .checkpoints import resolve_ckpt_path
 from .restore import restore_module
 from .resume import apply_optimizer_settings, optimizer_type
+from .schedule import steps_per_epoch
 from .settings import check_settings, takes
 
 
@@ -264,16 +265,6 @@ class FlowLitModule(LightningModule):
         if self.optimizer_factory is not None and checkpoint.get("optimizer_states"):
             apply_optimizer_settings(checkpoint, self.configured_optimizer())
 
-    def _steps_per_epoch(self) -> float:
-        trainer = self.trainer
-        batches = trainer.num_training_batches
-        if not math.isfinite(batches):
-            trainer.fit_loop.setup_data()  # what Trainer.estimated_stepping_batches does too
-            batches = trainer.num_training_batches
-        if not math.isfinite(batches) or batches <= 0:
-            raise RuntimeError("scheduler.warmup_epochs needs a sized training dataloader; set scheduler.warmup_steps instead")
-        return math.ceil(batches / trainer.accumulate_grad_batches)
-
     def configured_optimizer(self) -> torch.optim.Optimizer:
         """A new optimiser of the trainable parameters, with the configured settings."""
         params = [*self.model.parameters(), *self.dequant.parameters()]
@@ -285,7 +276,7 @@ class FlowLitModule(LightningModule):
         optimizer = self.configured_optimizer()
         if self.scheduler_factory is None:
             return optimizer
-        extra = {"steps_per_epoch": self._steps_per_epoch} if takes(self.scheduler_factory, "steps_per_epoch") else {}
+        extra = {"steps_per_epoch": lambda: steps_per_epoch(self.trainer)} if takes(self.scheduler_factory, "steps_per_epoch") else {}
         scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
         return {"optimizer": optimizer, "lr_scheduler": {
             "scheduler": scheduler, "interval": self.hparams.get("scheduler_interval", "step"), "frequency": 1,

@@ -2,13 +2,26 @@
 (``conf/scheduler/``). The module calls ``scheduler(optimizer=...)``, so any
 ``torch.optim.lr_scheduler`` class works as well (``scheduler=step``, ``scheduler=cosine``, ...); a
 schedule that takes ``steps_per_epoch`` also gets a function returning the optimiser steps of one
-epoch (evaluated only when needed)."""
+epoch (:func:`steps_per_epoch` of the trainer, evaluated only when needed)."""
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
 import torch
+from lightning.pytorch import Trainer
+
+
+def steps_per_epoch(trainer: Trainer) -> int:
+    """The optimiser steps of one training epoch: batches / gradient accumulation, rounded up (what a
+    schedule's ``steps_per_epoch`` returns)."""
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        trainer.fit_loop.setup_data()  # what Trainer.estimated_stepping_batches does too
+        batches = trainer.num_training_batches
+    if not math.isfinite(batches) or batches <= 0:
+        raise RuntimeError("scheduler.warmup_epochs needs a sized training dataloader; set scheduler.warmup_steps instead")
+    return math.ceil(batches / trainer.accumulate_grad_batches)
 
 
 def linear_warmup(
