@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from cincflow import ActNorm, AffineCoupling, CInCConv, InvConv1x1, QuadCoupling, Split, Squeeze
+from cincflow.layers.causal import anticausal_conv, causal_conv
+from cincflow.layers.conditioner import Conditioner
 from cincflow.layers.step import flow_step
 from flowcheck import SplitAsFlow, check_layer, config_layers, randomize
 
@@ -92,6 +94,43 @@ def test_invconv1x1_is_the_matrix_at_every_pixel_in_any_layout():
         torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
         back, _ = layer.inverse(y.contiguous(memory_format=layout))
         torch.testing.assert_close(back, x, rtol=1e-10, atol=1e-10)
+
+
+def test_conditioner_in_float32_without_autograd_convolves_whole_channel_blocks_and_keeps_the_function(monkeypatch):
+    """Evaluation in float32 on the CPU runs the zero conv's 6 outputs as 8 (oneDNN's blocks) and drops
+    the appended ones; the result is the float64 conditioner's, as it is with autograd (no padding)."""
+    x64 = torch.randn(B, 3, H, W)
+    net64 = randomize(Conditioner(3, 6, 12), x64)
+    net, x = Conditioner(3, 6, 12).float(), x64.float()
+    net.load_state_dict(net64.state_dict())
+    with torch.no_grad():
+        expected = net64(x64)
+    out_channels = []
+    conv2d = torch.nn.functional.conv2d
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, w, *a: out_channels.append(w.shape[0]) or conv2d(x, w, *a))
+    with torch.no_grad():
+        evaluated = net(x)
+    assert out_channels == [16, 16, 8]  # width 12 and the 6 outputs padded to multiples of 8
+    out_channels.clear()
+    trained = net(x)
+    assert out_channels == [12, 12, 6] and trained.requires_grad
+    assert evaluated.shape == (B, 6, H, W) and evaluated.is_contiguous() and evaluated.dtype == torch.float32
+    torch.testing.assert_close(evaluated.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(evaluated, trained.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("conv", [causal_conv, anticausal_conv])
+def test_causal_convs_in_float32_without_autograd_are_the_same_convolutions_in_whole_channel_blocks(conv, monkeypatch):
+    x64, w64, b64 = torch.randn(B, 12, H, W), torch.randn(12, 12, 3, 3), torch.randn(12)
+    bias = (b64,) if conv is causal_conv else ()
+    expected = conv(x64, w64, *bias)
+    out_channels = []
+    conv2d = torch.nn.functional.conv2d
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, w, *a: out_channels.append(w.shape[0]) or conv2d(x, w, *a))
+    with torch.no_grad():
+        y = conv(x64.float(), w64.float(), *(b.float() for b in bias))
+    assert out_channels == [16] and y.shape == (B, 12, H, W) and y.is_contiguous()
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_squeeze_layout():

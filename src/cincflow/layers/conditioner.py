@@ -9,6 +9,8 @@ elementwise passes over the width-channel activations and their backward. Inside
 channels-last (NHWC), oneDNN's native CPU layout (about 2x faster convolutions than NCHW at width 64
 here); the output comes back in the standard layout and in the input's dtype (under bf16 autocast
 the network computes in bf16, the coupling's update and log-determinant in the flow's float32).
+Without autograd, in float32 on the CPU, the folded convolutions run in oneDNN's whole channel
+blocks (:mod:`cincflow.layers.blocked`: the zero conv's 12 or 6 outputs as 16 or 8).
 """
 from __future__ import annotations
 
@@ -16,14 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import blocked
 from .actnorm import ActNormFeatures
 
 
 def scaled_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """conv(x) * scale + shift * scale (per output channel, [C_out]) as one convolution."""
+    """conv(x) * scale + shift * scale (per output channel, [C_out]) as one convolution (in whole
+    channel blocks where :func:`cincflow.layers.blocked.block_padding` says so)."""
     bias = conv.bias if shift is None else (shift if conv.bias is None else conv.bias + shift)
     weight = conv.weight * scale.view(-1, 1, 1, 1)
-    return F.conv2d(x, weight, None if bias is None else bias * scale, conv.stride, conv.padding)
+    return blocked.conv2d(x, weight, None if bias is None else bias * scale, conv.stride, conv.padding)
 
 
 class ZeroConv2d(nn.Module):
