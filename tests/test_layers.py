@@ -96,7 +96,16 @@ def test_invconv1x1_is_the_matrix_at_every_pixel_in_any_layout():
         torch.testing.assert_close(back, x, rtol=1e-10, atol=1e-10)
 
 
-def test_conditioner_in_float32_without_autograd_convolves_whole_channel_blocks_and_keeps_the_function(monkeypatch):
+@pytest.fixture
+def conv_outputs(monkeypatch) -> list[int]:
+    """The output channel count of every ``F.conv2d`` call from the time it is cleared on."""
+    seen: list[int] = []
+    conv2d = torch.nn.functional.conv2d
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, w, *a: seen.append(w.shape[0]) or conv2d(x, w, *a))
+    return seen
+
+
+def test_conditioner_in_float32_without_autograd_convolves_whole_channel_blocks_and_keeps_the_function(conv_outputs):
     """Evaluation in float32 on the CPU runs the zero conv's 6 outputs as 8 (oneDNN's blocks) and drops
     the appended ones; the result is the float64 conditioner's, as it is with autograd (no padding)."""
     x64 = torch.randn(B, 3, H, W)
@@ -105,31 +114,26 @@ def test_conditioner_in_float32_without_autograd_convolves_whole_channel_blocks_
     net.load_state_dict(net64.state_dict())
     with torch.no_grad():
         expected = net64(x64)
-    out_channels = []
-    conv2d = torch.nn.functional.conv2d
-    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, w, *a: out_channels.append(w.shape[0]) or conv2d(x, w, *a))
-    with torch.no_grad():
+        conv_outputs.clear()
         evaluated = net(x)
-    assert out_channels == [16, 16, 8]  # width 12 and the 6 outputs padded to multiples of 8
-    out_channels.clear()
+    assert conv_outputs == [16, 16, 8]  # width 12 and the 6 outputs padded to multiples of 8
+    conv_outputs.clear()
     trained = net(x)
-    assert out_channels == [12, 12, 6] and trained.requires_grad
+    assert conv_outputs == [12, 12, 6] and trained.requires_grad
     assert evaluated.shape == (B, 6, H, W) and evaluated.is_contiguous() and evaluated.dtype == torch.float32
     torch.testing.assert_close(evaluated.double(), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(evaluated, trained.detach(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("conv", [causal_conv, anticausal_conv])
-def test_causal_convs_in_float32_without_autograd_are_the_same_convolutions_in_whole_channel_blocks(conv, monkeypatch):
+def test_causal_convs_in_float32_without_autograd_are_the_same_convolutions_in_whole_channel_blocks(conv, conv_outputs):
     x64, w64, b64 = torch.randn(B, 12, H, W), torch.randn(12, 12, 3, 3), torch.randn(12)
     bias = (b64,) if conv is causal_conv else ()
     expected = conv(x64, w64, *bias)
-    out_channels = []
-    conv2d = torch.nn.functional.conv2d
-    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, w, *a: out_channels.append(w.shape[0]) or conv2d(x, w, *a))
+    conv_outputs.clear()
     with torch.no_grad():
         y = conv(x64.float(), w64.float(), *(b.float() for b in bias))
-    assert out_channels == [16] and y.shape == (B, 12, H, W) and y.is_contiguous()
+    assert conv_outputs == [16] and y.shape == (B, 12, H, W) and y.is_contiguous()
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
 
 

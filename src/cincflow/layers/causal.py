@@ -36,22 +36,16 @@ from . import blocked
 
 def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """y = conv(pad_top_left(x), weight) + bias; [B, C, H, W] -> [B, C, H, W] (kernel kh x kw), in
-    whole channel blocks where :func:`cincflow.layers.blocked.block_padding` says so (then returned
-    contiguous)."""
+    whole channel blocks where :func:`cincflow.layers.blocked.block_padding` says so."""
     kh, kw = weight.shape[-2:]
-    return _contiguous(x, blocked.conv2d(F.pad(x, (kw - 1, 0, kh - 1, 0)), weight, bias))
+    return blocked.conv2d(F.pad(x, (kw - 1, 0, kh - 1, 0)), weight, bias)
 
 
 def anticausal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """flip(causal_conv(flip(x), weight)) without flipping the images: the convolution of x padded
     bottom/right with ``weight.flip(0, 1, 2, 3)`` (the flip of the small weight instead of two of x)."""
     kh, kw = weight.shape[-2:]
-    return _contiguous(x, blocked.conv2d(F.pad(x, (0, kw - 1, 0, kh - 1)), weight.flip(0, 1, 2, 3)))
-
-
-def _contiguous(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out`` as it comes from the convolution, or contiguous if it is a view of whole channel blocks."""
-    return out if blocked.block_padding(x, out.shape[1]) == 0 else out.contiguous()
+    return blocked.conv2d(F.pad(x, (0, kw - 1, 0, kh - 1)), weight.flip(0, 1, 2, 3))
 
 
 def flip(x: torch.Tensor) -> torch.Tensor:
