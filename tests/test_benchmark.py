@@ -120,3 +120,23 @@ def test_the_compile_benchmark_compiles_into_an_empty_cache(monkeypatch):
         torch.compile(lambda v: (v.sin() * 3).sum(), backend="inductor")(torch.randn(8))
         assert any(folder.rglob("*"))  # the compilation went there
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/users/own/cache" and not folder.exists()
+
+
+def test_profile_tables_say_how_much_of_the_time_the_convolutions_take():
+    """The profiler table's header (cincflow.bench.profile) counts oneDNN's convolution kernels, forward
+    and backward, and nothing else."""
+    from cincflow.bench import profile
+
+    x = torch.randn(8, 16, 32, 32, requires_grad=True)
+    weight = torch.randn(16, 16, 3, 3, requires_grad=True)
+
+    def convolutions():
+        torch.nn.functional.conv2d(x, weight, padding=1).sum().backward()
+
+    def elementwise():
+        (x.detach() * 2 + 1).exp()
+
+    share = lambda text: float(text.split("convolutions (forward and backward): ")[1].split("%")[0])  # noqa: E731
+    conv_text, other_text = profile.table(convolutions, calls=2), profile.table(elementwise, calls=2)
+    assert "aten::convolution_backward" in conv_text and share(conv_text) > 50
+    assert share(other_text) == 0
