@@ -1,5 +1,5 @@
-"""PyTorch profiler tables (sorted by self CPU time) of a train step, log_prob and a sampling pass at normflows'
-shape (:data:`cincflow.bench.compare.SHAPE`), for glow + affine and cinc + affine:
+"""PyTorch profiler tables (sorted by self CPU time) of a train step, log_prob and a sampling pass at
+normflows' shape (:data:`cincflow.bench.compare.SHAPE`), for glow + affine and cinc + affine:
 
     python -m cincflow.bench.profile [out_dir] [threads]
 
@@ -42,7 +42,8 @@ def table(fn, calls: int = 3, rows: int = 40) -> str:
         for _ in range(calls):
             fn()
     averages = prof.key_averages()
-    return (f"{calls} calls; convolutions (forward and backward): {100 * conv_share(averages):.0f}% of the self CPU time\n"
+    share = f"convolutions (forward and backward): {100 * conv_share(averages):.0f}% of the self CPU time"
+    return (f"{calls} calls; {share}\n"
             + averages.table(sort_by="self_cpu_time_total", row_limit=rows))
 
 

@@ -5,10 +5,11 @@ whose output channels are not a multiple of 8 (the zero conv's 12 or 6 outputs, 
 Emerging's 12 channels at the first level) runs faster with zero output channels appended, dropped
 afterwards, on a channels-last input. Measured on a 2-core AMD EPYC, one thread: the zero conv
 64 -> 12 at 64 x 16 x 16, 10.8 -> 7.9 ms; the causal 3 x 3 conv 12 -> 12 at 100 x 32 x 32, 25 -> 14 ms;
-the benchmark's glow and cinc models, log_prob 4-7% and sampling 7-10% faster. The kept channels are the same sums (in another
-blocking, so equal up to rounding). With autograd the backward of the appended channels costs more
-than the forward saves (a Glow train step 2-3% slower), so the padding is used only when no graph is
-recorded; on CUDA, and in float64 and bfloat16 (where it measured slower), convolutions run as given.
+the benchmark's glow and cinc models, log_prob 4-7% and sampling 7-10% faster. The kept channels are
+the same sums (in another blocking, so equal up to rounding). With autograd the backward of the
+appended channels costs more than the forward saves (a Glow train step 2-3% slower), so the padding is
+used only when no graph is recorded; on CUDA, and in float64 and bfloat16 (where it measured slower),
+convolutions run as given.
 """
 from __future__ import annotations
 
