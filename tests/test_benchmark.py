@@ -140,3 +140,22 @@ def test_profile_tables_say_how_much_of_the_time_the_convolutions_take():
     conv_text, other_text = profile.table(convolutions, calls=2), profile.table(elementwise, calls=2)
     assert "aten::convolution_backward" in conv_text and share(conv_text) > 50
     assert share(other_text) == 0
+
+
+def test_rounds_call_every_function_once_each_in_its_own_order():
+    """round_times: every round calls each function exactly once, and the order changes from round to
+    round so that every function follows every other one at times (its predecessor's caches and allocator
+    state would bias it); the orders come from the seed."""
+    from cincflow.bench.measure import round_times
+
+    order = []
+    fns = {name: (lambda name=name: order.append(name)) for name in "abcd"}
+    samples = round_times(fns, torch.device("cpu"), reps=12, warmup=0)
+    assert all(len(v) == 12 for v in samples.values())
+    rounds = [order[i:i + 4] for i in range(0, len(order), 4)]
+    assert all(sorted(r) == list("abcd") for r in rounds) and len({tuple(r) for r in rounds}) > 1
+    before = {name: {order[i - 1] for i in range(1, len(order)) if order[i] == name} for name in "abcd"}
+    assert all(preceding >= set("abcd") - {name} for name, preceding in before.items()), before  # each after every other
+    again = []
+    round_times({name: (lambda name=name: again.append(name)) for name in "abcd"}, torch.device("cpu"), reps=12, warmup=0)
+    assert again == order

@@ -270,27 +270,32 @@ def test_speed_table_never_times_a_predicted_loser_probes_slices_and_keeps_its_b
     assert {name for name, _ in calls} == {"a"}
 
 
-def test_speed_table_probes_a_close_call_again_and_keeps_the_faster_timings():
-    """Two options within 1.25x of each other: both slices of both are timed once more and the smaller
-    timing counts, so one slow timing (the core busy for a moment) does not pick the slower option."""
+def test_speed_table_decides_a_close_call_on_the_whole_batch():
+    """Two options within 1.5x of each other on their slices both run twice on the whole batch,
+    alternately, and the better timing of each decides: neither a misleading extrapolation (a's time
+    grows faster past B/2, as when a working set outgrows a cache) nor one slow timing (b's first
+    whole-batch call) picks the slower option. Never where the four calls would take more than
+    ``whole_s`` (predicted): there the slices decide."""
     calls = []
-    per_image = {"a": 1.0e-3, "b": 1.1e-3}
 
     def timer(fn, device):
         fn()
         name, images = calls[-1]
-        hiccup = 0.005 if calls.count(("a", 50)) == 1 and calls[-1] == ("a", 50) else 0.0  # a's first B/2 timing
-        return 0.002 + per_image[name] * images + hiccup
+        t = 0.002 + {"a": 1.0e-4, "b": 1.2e-4}[name] * images + (1e-4 * (images - 50) if name == "a" and images > 50 else 0.0)
+        return t + (0.05 if calls[-1] == ("b", 100) and calls.count(("b", 100)) == 1 else 0.0)
 
     def run(name, ys):
         calls.append((name, ys.shape[0]))
 
-    y = torch.zeros(100, 3)
-    assert SpeedTable(timer=timer).fastest_first("key", y, {"a": 1.0, "b": 1.2}, run) == ["a", "b"]
-    assert sorted(calls[-4:]) == [("a", 25), ("a", 50), ("b", 25), ("b", 50)]  # the close call, probed again
+    y, costs = torch.zeros(100, 3), {"a": 1.0, "b": 1.2}
+    assert SpeedTable(timer=timer).fastest_first("key", y, costs, run) == ["b", "a"]  # a: 12 ms predicted, 17 measured
+    assert calls[-4:] == [("a", 100), ("b", 100), ("a", 100), ("b", 100)]
     calls.clear()
-    assert SpeedTable(timer=timer, close=1.0).fastest_first("key", y, {"a": 1.0, "b": 1.2}, run) == ["b", "a"]  # one try
-    assert len(calls) == 6
+    assert SpeedTable(timer=timer, whole_s=0.05).fastest_first("key", y, costs, run) == ["a", "b"]  # 4 calls: ~52 ms
+    assert max(images for _, images in calls) == 50
+    calls.clear()
+    assert SpeedTable(timer=timer, close=1.1).fastest_first("key", y, costs, run) == ["a", "b"]  # 1.17x apart: not close
+    assert max(images for _, images in calls) == 50
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -27,17 +28,21 @@ def first_call_over_budget(call: dict) -> float:
     return call["cold_s"] / (2 * call["warm_s"] + FIRST_CALL_SLACK_S)
 
 
-def round_times(fns: dict, device: torch.device, reps: int, warmup: int = 1) -> dict[object, list[float]]:
+def round_times(fns: dict, device: torch.device, reps: int, warmup: int = 1, seed: int = 0) -> dict[object, list[float]]:
     """Wall times (s) of each function in each of ``reps`` rounds after ``warmup`` rounds; every round
-    calls all of them once, in turn, so that a change of machine load hits them alike (CUDA synchronised),
-    round r starting at the r-th function, so that none always runs right after the same other one."""
+    calls all of them once, so that a change of machine load hits them alike (CUDA synchronised), each
+    round in its own order (a permutation drawn from ``seed``), so that none always runs right after
+    the same other one: a function that runs after one that fills the caches or the allocator with
+    other data pays for it (rotating the order would not help: it keeps every function's predecessor).
+    """
     for _ in range(warmup):
         for fn in fns.values():
             wall_time(fn, device)
     samples = {key: [] for key in fns}
-    keys = list(fns)
-    for r in range(reps):
-        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+    keys, rng = list(fns), random.Random(seed)
+    for _ in range(reps):
+        rng.shuffle(keys)
+        for key in keys:
             samples[key].append(wall_time(fns[key], device))
     return samples
 

@@ -12,13 +12,19 @@ device, not on the weights); whether a solver is accurate enough is each layer's
   dominate a few images, from deciding (B / 16 and B / 8 did: a method that is cheap on 6 images
   can be 8x slower on 100). An option slower on s images than the best prediction for B so far
   cannot win and is not run on 2s;
-- a close call (the two best predictions within ``close`` of each other, both from both slices) is
-  probed once more on both slices, each time the smaller of its two timings: one slow timing (another
-  process taking the core for a moment) no longer decides between two options of about the same speed;
+- a close call (the two best predictions within ``close`` of each other) is decided on the whole
+  batch: both run on all B images, twice each, alternately, and the smaller of each one's two timings
+  replaces its prediction. Extrapolating from slices misjudges what only the whole batch shows (its
+  working set outgrowing a cache: on a 2-core AMD EPYC the wavefront at 100 x 12 x 16 x 16 was
+  predicted 2.6 ms from its slices and took 3.7, the tiled one 2.0 and 2.7), and one slow timing
+  (another process taking the core for a moment) no longer decides between two options of about the
+  same speed. Skipped where those four calls would take more than ``whole_s`` seconds (predicted):
+  there the slices are long enough to be steady;
 - once the probes of a key have taken ``budget_s`` seconds, the options not yet timed are predicted
   from their multiply-adds at the measured options' rate.
-So the probes of an option cost at most 3/4 of its time on the whole batch (3/2 in a close call), and
-only the options that can still win pay all of it: the first call stays within 2 warm calls + 0.5 s.
+So the probes of an option cost at most 3/4 of its time on the whole batch, only the options that
+can still win pay all of it, and a close call adds at most ``whole_s``: the first call stays within
+2 warm calls + 0.5 s.
 """
 from __future__ import annotations
 
@@ -60,8 +66,9 @@ def kernel_macs(c: int, h: int, w: int) -> dict[str, float]:
 class SpeedTable:
     """Options ranked fastest first, per key (see the module docstring for how)."""
 
-    def __init__(self, budget_s: float = 0.1, threshold: float = 16.0, timer: Callable = wall_time, close: float = 1.25):
-        self.budget_s, self.threshold, self.timer, self.close = budget_s, threshold, timer, close
+    def __init__(self, budget_s: float = 0.1, threshold: float = 16.0, timer: Callable = wall_time, close: float = 1.5,
+                 whole_s: float = 0.25):
+        self.budget_s, self.threshold, self.timer, self.close, self.whole_s = budget_s, threshold, timer, close, whole_s
         self._ranking: dict[Hashable, list[str]] = {}
 
     def ranking(self, key: Hashable) -> list[str] | None:
@@ -87,7 +94,7 @@ class SpeedTable:
         batch = y.shape[0]
         s1 = -(-batch // 4)
         s2 = min(batch, 2 * s1)
-        predicted, slices, spent = {}, {}, 0.0
+        predicted, spent = {}, 0.0
 
         def probe(name: str, images: int) -> float:
             nonlocal spent
@@ -106,13 +113,15 @@ class SpeedTable:
             if s2 == s1 or t1 >= min(predicted.values(), default=math.inf):
                 predicted[name] = t1 * batch / s1  # s1 = B, or slower on s1 images than the best on B
                 continue
-            slices[name] = (t1, probe(name, s2))
-            predicted[name] = extrapolate(*slices[name])
-        best = sorted(slices, key=predicted.get)[:2]
-        if len(best) == 2 and predicted[best[1]] <= self.close * predicted[best[0]]:
-            for name in best:  # a close call: the smaller of two timings of each slice
-                t1, t2 = slices[name]
-                predicted[name] = extrapolate(min(t1, probe(name, s1)), min(t2, probe(name, s2)))
+            predicted[name] = extrapolate(t1, probe(name, s2))
+        best = sorted(predicted, key=predicted.get)[:2]
+        close = len(best) == 2 and predicted[best[1]] <= self.close * predicted[best[0]]
+        if close and 2 * sum(predicted[name] for name in best) <= self.whole_s:
+            whole = {name: math.inf for name in best}  # the better of two timings on the whole batch
+            for _ in range(2):
+                for name in best:
+                    whole[name] = min(whole[name], probe(name, batch))
+            predicted |= whole
         rate = min(predicted[n] / costs[n] for n in predicted)
         predicted |= {n: rate * costs[n] for n in plausible if n not in predicted}
         return sorted(plausible, key=predicted.get) + losers
