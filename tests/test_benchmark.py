@@ -13,6 +13,8 @@ from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, compare, free
 from cincflow.bench.speed_report import TARGETS as SPEED_TARGETS
 from cincflow.layers.step import CONVS
 from cincflow.layers import solvers
+from cincflow.layers.quarter_plane import QuarterPlaneConv
+from cincflow.layers.speed import exact_inverse_macs
 from cli import run_cases
 
 TIMED = ("auto", "tiled", "wavefront", "kernel")
@@ -34,6 +36,10 @@ def test_free_inverse_replays_the_same_samples_without_solving(monkeypatch):
             for _ in range(2):  # the recording survives being replayed
                 assert torch.equal(replay(), real)
         assert torch.equal(model.sample(cfg["n"], 1.0, noise), real)  # the layers solve again afterwards
+        least = sum(cfg["n"] * exact_inverse_macs(m.bias.shape[0], side, side, f.kernel_size)
+                    for i, level in enumerate(model.levels) for side in [model.image_size >> (i + 1)]
+                    for m in level.modules() if isinstance(m, QuarterPlaneConv) for f in m.factors())
+        assert least > 0 and replay.solve_macs == least  # every solve counted once, at its own shape
 
 
 def test_benchmark_runs_end_to_end_and_writes_valid_json(tmp_path):
@@ -74,7 +80,9 @@ def test_benchmark_runs_end_to_end_and_writes_valid_json(tmp_path):
     assert all(r["over_normflows"] is None and min(r["seconds"].values()) > 0 for r in speed["compare"]["rows"])
     cinc = next(r for r in speed["compare"]["rows"] if r["model"] == "cinc")["seconds"]
     assert "sample_free_solves" in cinc and "cinc + affine sampling with its conv solves free" in md
-    assert any("free solves: at least" in t["detail"] for t in result["speed_targets"] if t["target"] == "cinc_sampling_over_glow")
+    assert 0 < cinc["sample_solves_floor"] and "its solves' multiply-add floor" in md
+    assert any("free solves + their multiply-add floor: at least" in t["detail"] for t in result["speed_targets"]
+               if t["target"] == "cinc_sampling_over_glow")
     assert {(r["conv"], r["dtype"]) for r in speed["solvers"]} == {(c, d) for c in ("cinc", "emerging") for d in ("float32", "float64")}
     for r in speed["solvers"]:
         assert max(r["error"].values()) < 1e-4 and r["best_solver"] in ("tiled", "wavefront", "kernel")

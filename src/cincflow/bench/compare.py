@@ -6,7 +6,8 @@ medians; a time / normflows' is the median over rounds of the two times' ratio i
 second copy of each model, never trained, is the one evaluated and sampled (a train step changes the
 weights, and CInC's solvers decide again for new weights). CInC's sampling is also timed
 with its conv solves free (:func:`~cincflow.bench.measure.free_inverse`): the least any solver could
-make it cost.
+make it cost; and the multiply-add floor of those solves (their least multiply-adds at this core's
+best matrix-product rate): free sampling + floor bounds what any solver could reach here.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from ..model import Glow
 from . import normflows as nf_ref
-from .measure import free_inverse, median_ratio, medians, round_times
+from .measure import free_inverse, gemm_rate, median_ratio, medians, round_times
 
 SHAPE = dict(channels=3, image_size=32, levels=3, depth=4, width=64, batch=64, samples=100)
 CONVS = ("glow", "cinc", "emerging")
@@ -69,6 +70,7 @@ def run(device: torch.device, reps: int, shape: dict = SHAPE, reference: bool = 
         params[conv] = {"free": model.parameter_counts()["total"], "stored": sum(p.numel() for p in model.parameters())}
         if conv == "cinc":
             extra[(conv, "sample_free_solves")] = free_inverse(frozen, tasks[conv][1].draw)
+            solves_floor = extra[(conv, "sample_free_solves")].solve_macs / gemm_rate(torch.float32, device)
     samples = round_times({**task_functions(tasks), **extra}, device, reps)
     times = medians(samples)
     rows = []
@@ -76,6 +78,7 @@ def run(device: torch.device, reps: int, shape: dict = SHAPE, reference: bool = 
         row = {"model": name, "parameters": params[name], "seconds": {t: times[(name, t)] for t in TASKS}}
         if (name, "sample_free_solves") in times:
             row["seconds"]["sample_free_solves"] = times[(name, "sample_free_solves")]
+            row["seconds"]["sample_solves_floor"] = solves_floor
         row["over_normflows"] = ({t: median_ratio(samples, (name, t), (REFERENCE, t)) for t in TASKS}
                                  if nf is not None else None)
         rows.append(row)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from ..layers.solvers import Solver
+from ..layers.speed import exact_inverse_macs
 from ..sampling import invertible_convs
 from ..timing import wall_time
 
@@ -112,13 +113,15 @@ def using_solvers(model: nn.Module, solvers: list[Solver] | Solver | str) -> Ite
 
 
 class Recorder(Solver):
-    """Solves with ``inner`` and keeps every solution, in call order."""
+    """Solves with ``inner`` and keeps every solution, in call order, and the least multiply-adds any
+    exact solver needs for each (:func:`~cincflow.layers.speed.exact_inverse_macs`)."""
 
     def __init__(self, inner: Solver):
-        self.inner, self.solutions = inner, []
+        self.inner, self.solutions, self.macs = inner, [], []
 
     def solve(self, y, weight, bias=None, entries=None):
         self.solutions.append(self.inner.solve(y, weight, bias, entries))
+        self.macs.append(y.shape[0] * exact_inverse_macs(*y.shape[1:], weight.shape[-1]))
         return self.solutions[-1]
 
 
@@ -140,7 +143,8 @@ def free_inverse(model: nn.Module, run: Callable[[], object]) -> Callable[[], ob
     """``run`` (a sampling pass of ``model``) with the invertible convs' solves made free: a first, real
     pass records each layer's solutions; the returned function repeats the pass with every solve a lookup
     of its recorded solution, so it computes the same samples and its time is what sampling would cost if
-    the convolutions inverted in no time at all: a lower bound for every solver."""
+    the convolutions inverted in no time at all: a lower bound for every solver. Its ``solve_macs``: the
+    least multiply-adds the pass's solves need together (any exact solver)."""
     recorders = [Recorder(layer.solver) for layer in invertible_convs(model)]
     with using_solvers(model, list(recorders)):
         run()
@@ -152,6 +156,7 @@ def free_inverse(model: nn.Module, run: Callable[[], object]) -> Callable[[], ob
         with using_solvers(model, list(replays)):
             return run()
 
+    replay.solve_macs = sum(sum(r.macs) for r in recorders)
     return replay
 
 
