@@ -4,7 +4,8 @@ raster scan) and ``auto`` (with the solver it chose, per factor for Emerging), w
 and auto's first call in a fresh process.
 
 Per row: each solver's speed-up over ``sequential`` (target: the layer's inverse, ``auto``, >= 20x),
-the best inverse / forward (target <= 1.3 at 12x32x32 float32), auto / best (target <= 1.1) and
+the best inverse / forward (target <= 1.3 at 12x32x32 float32), auto / best (target <= 1.1; both ratios
+are medians of the ratio within each round, steadier than a ratio of medians on a host whose speed drifts) and
 auto's first call against 2 warm calls + 0.5 s (target <= 1). And the multiply-add floor: the least
 multiply-adds of any exact inverse (:func:`~cincflow.layers.speed.exact_inverse_macs`, every factor) at
 this device's best matrix-product rate (:func:`~.measure.gemm_rate`), so the largest speed-up over
@@ -21,7 +22,7 @@ from ..layers.cinc import CInCConv
 from ..layers.emerging import EmergingConv
 from ..layers.solvers import Auto, make_solver
 from ..layers.speed import exact_inverse_macs
-from .measure import cold_call, gemm_rate, timed
+from .measure import cold_call, gemm_rate, median_ratio, medians, round_times, timed
 from .models import perturb
 
 CONVS = {"cinc": CInCConv, "emerging": EmergingConv}
@@ -58,7 +59,8 @@ def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int
 
         return run
 
-    times = timed({"forward": lambda: layer(x)} | {name: inverse(name) for name in ("auto", *EXACT)}, device, reps)
+    samples = round_times({"forward": lambda: layer(x)} | {name: inverse(name) for name in ("auto", *EXACT)}, device, reps)
+    times = medians(samples)
     times |= timed({SEQUENTIAL: inverse(SEQUENTIAL)}, device, max(1, reps // 4), warmup=0)
     forward = times.pop("forward")
     best = min(EXACT, key=times.get)
@@ -69,8 +71,8 @@ def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int
         "auto_picks": choices(layer, y), "best_solver": best,
         "error": {name: float((inverse(name)() - x).abs().max()) for name in solvers},
         "over_sequential": {name: times[SEQUENTIAL] / times[name] for name in ("auto", *EXACT)},
-        "best_inverse_over_forward": times[best] / forward,
-        "auto_over_best": times["auto"] / times[best],
+        "best_inverse_over_forward": median_ratio(samples, best, "forward"),
+        "auto_over_best": median_ratio(samples, "auto", best),
         "floor_s": floor, "ceiling_over_sequential": times[SEQUENTIAL] / floor,
     }
     if cold:
