@@ -2,7 +2,7 @@
 table, training throughput, torch.compile); markdown tables on stdout, JSON + markdown files.
 
     python src/benchmark.py size=cpu                 # make bench: results/benchmark_cpu.{json,md}
-    python src/benchmark.py size=cpu suite=speed     # issue #22's part only: results/speed_cpu.{json,md} (7-11 min)
+    python src/benchmark.py size=cpu suite=speed     # issue #22's part only: results/speed_cpu.{json,md} (4.5-11 min)
     python src/benchmark.py size=paper device=cuda   # the paper's CIFAR-10 model on a GPU
     python src/benchmark.py size=tiny out=/tmp/b.json threads=all
 
