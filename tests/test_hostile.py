@@ -6,6 +6,7 @@ exit status 2, no folder made and no earlier file changed."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -109,3 +110,21 @@ def test_non_finite_images_are_refused_by_the_api():
     assert drawn.dtype == torch.uint8 and drawn[1, 0, 3, 3] == 0
     with pytest.raises(ValueError, match="nonfinite must be 'raise' or 'clamp'"):
         cincflow.postprocess(x, 5, nonfinite="ignore")
+
+
+def test_non_finite_count_is_exact_also_where_a_finite_sum_overflows():
+    """The fast path (one sum) never hides a bad value and never reports one that is not there: finite
+    values whose sum overflows float32 count 0, and each NaN, +inf and -inf counts once (+inf and -inf
+    together sum to NaN, also caught)."""
+    from cincflow.numerics import nonfinite_count
+
+    big = torch.full((2, 1, 4, 4), 3e38)  # finite, but the sum is inf in float32
+    assert not torch.isfinite(big.sum()) and nonfinite_count(big) == 0
+    assert nonfinite_count(-big) == 0 and nonfinite_count(torch.rand(3, 2, 5, 5)) == 0
+    for values in ([float("nan")], [float("inf")], [float("-inf")], [float("inf"), float("-inf")], [float("nan"), 1e38]):
+        x = torch.rand(2, 1, 4, 4)
+        x.view(-1)[: len(values)] = torch.tensor(values)
+        want = sum(1 for v in values if not math.isfinite(v))
+        assert nonfinite_count(x) == want and nonfinite_count(x.double()) == want
+    model = cincflow.Glow(1, 8, levels=2, depth=1, width=8, conv="glow", coupling="additive", n_bits=5)
+    assert model.log_prob(torch.full((2, 1, 8, 8), 3e38)).shape == (2,)  # finite images are evaluated, not refused

@@ -19,6 +19,7 @@ from .layers.quarter_plane import QuarterPlaneConv
 from .layers.sequential import FlowSequential
 from .layers.split import Split, gaussian_log_prob, gaussian_sample
 from .layers.squeeze import Squeeze
+from .numerics import nonfinite_count
 from .layers.step import CONVS, COUPLINGS, ConvFactory, CouplingFactory, conv_factory, coupling_factory, factory_name, flow_step
 from .params import count_parameters
 from .pixels import bits_per_dim, check_bits, preprocess
@@ -148,7 +149,7 @@ class Glow(nn.Module):
     @staticmethod
     def _check_finite(x: torch.Tensor) -> None:
         """A ValueError for images with NaN or inf (one reduction; the training path, from uint8, skips it)."""
-        bad = int((~torch.isfinite(x)).sum()) if isinstance(x, torch.Tensor) and x.is_floating_point() else 0
+        bad = nonfinite_count(x) if isinstance(x, torch.Tensor) and x.is_floating_point() else 0
         if bad:
             raise ValueError(f"Glow got images with {bad} non-finite values (NaN or inf): a density is defined "
                              f"for finite images only; find where they came from (preprocess makes finite ones)")

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from .numerics import nonfinite_count
+
 
 def check_bits(n_bits: int) -> None:
     """A ValueError unless ``n_bits`` is an integer from 1 to 8."""
@@ -66,7 +68,7 @@ def postprocess(x: torch.Tensor, n_bits: int = 8, nonfinite: str = "raise") -> t
     if nonfinite not in ("raise", "clamp"):
         raise ValueError(f"nonfinite must be 'raise' or 'clamp', got {nonfinite!r}")
     if nonfinite == "raise":
-        bad = int((~torch.isfinite(x)).sum())
+        bad = nonfinite_count(x)
         if bad:
             raise ValueError(f"postprocess got {bad} non-finite values (of {x.numel()}): these samples have no pixel "
                              f"values; check them with cincflow.sample_with_check, or draw them anyway with "
