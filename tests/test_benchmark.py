@@ -6,10 +6,11 @@ import json
 import os
 from pathlib import Path
 
+import hydra
 import pytest
 import torch
 
-from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, compare, free_inverse, normflows
+from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, compare, free_inverse, normflows, throughput
 from cincflow.bench.speed_report import TARGETS as SPEED_TARGETS
 from cincflow.layers.step import CONVS
 from cincflow.layers import solvers
@@ -96,6 +97,24 @@ def test_benchmark_runs_end_to_end_and_writes_valid_json(tmp_path):
     assert "normflows (not installed: its column is skipped)" in md and "| cinc | 12x4x4 | float64 | 4 |" in md
 
 
+def test_throughput_steps_the_training_jobs_optimizer(compose_cfg, tmp_path):
+    """The throughput table's train step uses the optimiser the job builds from conf/train.yaml, with
+    its every setting (multi-tensor ``foreach`` included), and steps every parameter."""
+    job = compose_cfg("train", [], tmp_path).optimizer
+    size = {**throughput.SIZES["quickstart"], "depth": 1, "batch": 4}
+    tasks = throughput.train_tasks("glow", "affine", size, torch.device("cpu"))
+    opt = tasks.optimizer
+    assert type(opt) is hydra.utils.get_class(job._target_)
+    settings = {k: v for k, v in job.items() if not k.startswith("_")}
+    assert settings["foreach"] is True
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in opt.defaults.items() if k in settings} == settings
+    params = [p for g in opt.param_groups for p in g["params"]]
+    before = [p.detach().clone() for p in params]
+    tasks.train_step()
+    assert all(opt.state[p]["step"] == 1 for p in params)
+    assert sum(not torch.equal(a, p) for a, p in zip(before, params)) > len(params) // 2
+
+
 def test_normflows_reference_is_skipped_with_a_reason_when_it_cannot_be_installed(monkeypatch):
     """No pip, no network: the comparison says why and runs without the reference column."""
     lines = []
@@ -148,6 +167,10 @@ def test_profile_tables_say_how_much_of_the_time_the_convolutions_take():
     conv_text, other_text = profile.table(convolutions, calls=2), profile.table(elementwise, calls=2)
     assert "aten::convolution_backward" in conv_text and share(conv_text) > 50
     assert share(other_text) == 0
+    for text in (conv_text, other_text):  # what the profiler itself costs, beside the table
+        cost = text.splitlines()[1]
+        assert cost.startswith("per call: ") and " ms and " in cost and "under the profiler" in cost
+        assert 0 < float(cost.split("per call: ")[1].split(" ms")[0])
 
 
 def test_rounds_call_every_function_once_each_in_its_own_order():

@@ -124,6 +124,7 @@ def test_resume_continues_and_never_reinitialises_actnorm(compose_cfg, tmp_path,
             seen["ema_updates"] = int(pl_module.ema.num_updates)
             seen["sched_epoch"] = trainer.lr_scheduler_configs[0].scheduler.last_epoch
             seen["adam_steps"] = [int(s["step"]) for s in trainer.optimizers[0].state.values()][:1]
+            seen["foreach"] = [g["foreach"] for g in trainer.optimizers[0].param_groups]
 
     cfg2 = compose_cfg(  # a resume continues in the run's own folder
         "train", [*TINY, "trainer.limit_train_batches=2", "trainer.max_epochs=4", "test=false", f"ckpt_path={last}"],
@@ -134,6 +135,7 @@ def test_resume_continues_and_never_reinitialises_actnorm(compose_cfg, tmp_path,
     assert calls == [], "ActNorm was re-initialised on resume"
     assert seen["start_step"] == 4 and result2["global_step"] == 8
     assert seen["ema_updates"] == 4 and seen["sched_epoch"] == 4 and seen["adam_steps"] == [4]
+    assert seen["foreach"] == [True]  # conf/train.yaml's multi-tensor optimiser step, kept by the resume
     restored = [t for name, t in ckpt["state_dict"].items() if name.startswith("model.") and
                 (name.endswith(".loc") or name.endswith(".log_scale"))]
     assert len(restored) == len(seen["actnorm"])

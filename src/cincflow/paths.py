@@ -1,4 +1,5 @@
-"""Paths given on the command line: relative to the directory the command was run in."""
+"""The repository's own folders, and paths given on the command line (relative to the directory the
+command was run in)."""
 from __future__ import annotations
 
 import os
@@ -6,6 +7,9 @@ import tempfile
 from pathlib import Path
 
 from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the repository's (src/cincflow/paths.py)
+CONF_DIR = REPO_ROOT / "conf"
 
 
 def resolve_path(path: str | os.PathLike) -> Path:

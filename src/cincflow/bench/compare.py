@@ -49,9 +49,11 @@ def task_functions(tasks: dict[str, tuple[nf_ref.Tasks, nf_ref.Tasks]]) -> dict[
     return fns
 
 
-def run(device: torch.device, reps: int, shape: dict = SHAPE, reference: bool = True, log=print) -> dict:
+def run(device: torch.device, reps: int, shape: dict = SHAPE, reference: bool = True, log=print,
+        gemm_rate_f32: float | None = None) -> dict:
     """The comparison: per model, parameters and the median seconds of each task, and each task's time
-    over normflows' (None without normflows: ``reference`` False or not installable)."""
+    over normflows' (None without normflows: ``reference`` False or not installable). ``gemm_rate_f32``:
+    the float32 matrix-product rate of the solves' floor, measured here unless given."""
     torch.manual_seed(0)
     x = (torch.rand(shape["batch"], shape["channels"], shape["image_size"], shape["image_size"]) - 0.5).to(device)
     n = shape["samples"]
@@ -78,7 +80,7 @@ def run(device: torch.device, reps: int, shape: dict = SHAPE, reference: bool = 
         if (name, "sample_free_solves") in times:
             row["seconds"]["sample_free_solves"] = times[(name, "sample_free_solves")]
             free = extra[(name, "sample_free_solves")]
-            row["seconds"]["sample_solves_floor"] = free.solve_macs / gemm_rate(torch.float32, device)
+            row["seconds"]["sample_solves_floor"] = free.solve_macs / (gemm_rate_f32 or gemm_rate(torch.float32, device))
         row["over_normflows"] = ({t: median_ratio(samples, (name, t), (REFERENCE, t)) for t in TASKS}
                                  if nf is not None else None)
         rows.append(row)

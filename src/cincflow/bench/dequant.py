@@ -19,16 +19,16 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
+from ..paths import REPO_ROOT
+
 DEFAULTS = {"steps": "200", "seeds": "0,1", "couplings": "affine,quad", "jobs": "2", "test_batches": "8",
-            "out": str(ROOT / "results" / "dequant_photos.json")}
+            "out": str(REPO_ROOT / "results" / "dequant_photos.json")}
 K = 16
 
 
 def run(script: str, args: list[str]) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "src" / f"{script}.py"), *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "src" / f"{script}.py"), *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{script}.py {' '.join(args)} failed ({done.returncode}): {done.stderr[-1500:]}")
 

@@ -9,10 +9,12 @@ conv, ActNorm] and a squeeze, a learned diagonal Gaussian per latent. Its ``log_
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -67,13 +69,15 @@ def free_parameters(model: nn.Module) -> int:
 
 
 class Tasks:
-    """The three timed operations of one model on one batch: a train step (forward, backward, Adam
-    step), log_prob without gradients, sampling ``n_samples`` images."""
+    """The three timed operations of one model on one batch: a train step (forward, backward, an
+    optimiser step: ``optimizer(parameters)``, by default Adam at lr 1e-4 with torch's defaults, the
+    same for every model compared), log_prob without gradients, sampling ``n_samples`` images."""
 
-    def __init__(self, log_prob, sample, parameters, x: torch.Tensor, n_samples: int, lr: float = 1e-4):
+    def __init__(self, log_prob, sample, parameters, x: torch.Tensor, n_samples: int,
+                 optimizer: Callable = functools.partial(torch.optim.Adam, lr=1e-4)):
         self.log_prob, self.sample, self.x, self.n_samples = log_prob, sample, x, n_samples
         params = list(parameters)
-        self.optimizer = torch.optim.Adam(params, lr=lr) if params else None
+        self.optimizer = optimizer(params) if params else None
 
     def train_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)

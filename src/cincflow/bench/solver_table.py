@@ -80,9 +80,15 @@ def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int
     return row
 
 
+def gemm_rates(device: torch.device) -> dict[str, float]:
+    """{dtype name: this device's matrix-product rate} for the table's dtypes (:func:`~.measure.gemm_rate`)."""
+    return {dtype: gemm_rate(getattr(torch, dtype), device) for dtype in DTYPES}
+
+
 def run(n: int, reps: int, device: torch.device, threads: int | None, cold: bool = True,
-        shapes=SHAPES, log: Callable[[str], None] = print) -> list[dict]:
-    rows, rates = [], {dtype: gemm_rate(getattr(torch, dtype), device) for dtype in DTYPES}
+        shapes=SHAPES, log: Callable[[str], None] = print, rates: dict[str, float] | None = None) -> list[dict]:
+    """The table's rows; ``rates``: :func:`gemm_rates`, measured here unless given."""
+    rows, rates = [], rates or gemm_rates(device)
     for conv in CONVS:
         for channels, side in shapes:
             for dtype in DTYPES:

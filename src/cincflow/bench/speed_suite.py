@@ -58,8 +58,10 @@ def bench_compile(device: torch.device, reps: int, shape: dict, log: Callable[[s
 
 def run(size: str, device: torch.device, threads: int | None, log: Callable[[str], None] = print) -> dict:
     cfg = SIZES[size]
-    result = {"compare": compare.run(device, cfg["reps"], cfg["shape"], cfg["reference"], log)}
-    result["solvers"] = solver_table.run(cfg["solver_n"], cfg["solver_reps"], device, threads, cfg["cold"], cfg["solver_shapes"], log)
+    rates = solver_table.gemm_rates(device)  # one measurement for the comparison's floor and the table's
+    result = {"compare": compare.run(device, cfg["reps"], cfg["shape"], cfg["reference"], log, rates["float32"])}
+    result["solvers"] = solver_table.run(cfg["solver_n"], cfg["solver_reps"], device, threads, cfg["cold"],
+                                         cfg["solver_shapes"], log, rates)
     result["throughput"] = throughput.run(device, cfg["throughput_reps"], cfg["throughput"], log)
     result["compile"] = bench_compile(device, cfg["reps"], cfg["shape"], log) if cfg["compile"] else None
     return result

@@ -5,7 +5,6 @@ Hydra's block with its search path (exit 1). The groups are those of ``conf/`` a
 with ``hydra.searchpath=[...]``; Hydra's own groups (``hydra/...``) are left to Hydra."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from hydra._internal.config_repository import ConfigRepository
 from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
@@ -15,8 +14,8 @@ from hydra.core.override_parser.types import ChoiceSweep, Override
 from hydra.core.plugins import Plugins
 
 from ..errors import ConfigError
+from ..paths import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def repository(search_path: list[str]) -> ConfigRepository:

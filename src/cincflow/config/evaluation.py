@@ -15,10 +15,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from ..errors import ConfigError, DatasetNotFoundError, one_line
+from ..paths import CONF_DIR
 from .data import check_data_first, check_data_fits, eval_data_config, instantiate_data, uses_data
 from .schema import plain
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's (src/cincflow/config/evaluation.py)
 
 
 def config_repository():

@@ -152,8 +152,8 @@ class EvalSchema(CommonSchema):
 class SampleSchema(CommonSchema):
     n: int | None = rule("a positive integer", 64, at_least(1), required=True)
     temperature: float | list[float] | None = rule(
-        f"a finite number >= 0 or a non-empty list of them (1: the model's distribution, below 1: sharper, "
-        f"0: the mode of each latent)", 0.7,
+        "a finite number >= 0 or a non-empty list of them (1: the model's distribution, below 1: sharper, "
+        "0: the mode of each latent)", 0.7,
         lambda v: each(is_temperature)(v) if isinstance(v, list) else is_temperature(v), required=True)
     batch_size: int | None = rule("a positive integer", 64, at_least(1))
     nrow: int | None = rule("a positive integer, or null for a square grid", 8, at_least(1))

@@ -18,7 +18,6 @@ from ..allocator import keep_freed_memory
 from ..compiled import compile_flow, compile_options
 from ..config import handoff
 from ..config.data import check_data_fits, eval_data_config, instantiate_data
-from ..config.schema import plain
 from ..errors import ConfigError, one_line
 from ..training.checkpoints import load_checkpoint_dict, resolve_ckpt_path
 from ..training.lit_module import FlowLitModule

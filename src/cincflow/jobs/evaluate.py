@@ -18,13 +18,14 @@ from omegaconf import DictConfig
 
 from ..config import handoff, validate
 from ..config.evaluation import ood_data_configs, ood_datamodule
+from ..config.schema import plain
 from ..likelihood import importance_weighted_bpd
 from ..ood import ood_evaluation
 from ..paths import ensure_writable_dir
 from ..training.checkpoints import resolve_ckpt_path
 from ..training.lit_module import FlowLitModule
 from ..training.loading import load_module
-from .common import checked, checkpoint_module, cpu_settings, datamodule_for, instantiate_trainer, plain, require_checkpoint, say
+from .common import checked, checkpoint_module, cpu_settings, datamodule_for, instantiate_trainer, require_checkpoint, say
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from torchvision.utils import save_image
 
 from ..config import handoff, validate
 from ..config.data import check_data_first, fill_model_from_data, instantiate_data
+from ..config.schema import plain
 from ..errors import ConfigError, TrainingInterrupted
 from ..paths import ensure_writable_dir
 from ..runs import check_training_folder, requeued_checkpoint
@@ -37,7 +38,7 @@ from ..training.metrics_json import truncate_history, update_metrics_json
 from ..training.resume import optimizer_changes
 from ..training.stop import GracefulStop
 from ..viz import sample_grid
-from .common import checked, cpu_settings, instantiate_callbacks, instantiate_module, instantiate_trainer, plain, say
+from .common import checked, cpu_settings, instantiate_callbacks, instantiate_module, instantiate_trainer, say
 
 
 def per_process_batch(cfg: DictConfig, trainer: Trainer, datamodule: LightningDataModule) -> int:

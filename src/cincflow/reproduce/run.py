@@ -32,11 +32,11 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..bench.measure import timed
+from ..paths import REPO_ROOT
 from ..timing import torch_threads
 from . import paper
 from .report import write_report
 
-ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = "outputs/reproduce"
 
 SCALES = {
@@ -103,8 +103,8 @@ def run_dirs(sweep_dir: Path, name: str) -> list[Path]:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True)
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -127,7 +127,7 @@ def launch(names: list[str], overrides: list[str], sweep_dir: Path, seeds: list[
     """One Hydra multirun over the experiment configs (x ``seeds``; None: each config's own seed); each
     job's folder is ``<sweep_dir>/<task_name>/seed_<seed>``."""
     cmd = [
-        sys.executable, str(ROOT / "src" / "train.py"), "-m",
+        sys.executable, str(REPO_ROOT / "src" / "train.py"), "-m",
         "experiment=" + ",".join(f"paper/{n}" for n in names),
         *([f"seed={','.join(str(int(s)) for s in seeds)}"] if seeds else []),
         *overrides,
@@ -135,7 +135,7 @@ def launch(names: list[str], overrides: list[str], sweep_dir: Path, seeds: list[
         "hydra.sweep.subdir=${task_name}/seed_${seed}",
     ]
     print("$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    subprocess.run(cmd, cwd=REPO_ROOT, check=True)
 
 
 def _run_seed(run_dir: Path) -> int | None:
@@ -163,14 +163,14 @@ def evaluate(run_dir: Path, name: str, device: torch.device, reps: int) -> dict:
     return {
         "experiment": name, "dataset": dataset, "conv": conv, "coupling": coupling, "seed": _run_seed(run_dir),
         "test_bpd": metrics.get("test/bpd"), "sample_seconds": seconds["sample"], "forward_seconds": seconds["forward"],
-        "val_curve": curve, "run_dir": str(run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir),
+        "val_curve": curve, "run_dir": str(run_dir.relative_to(REPO_ROOT) if run_dir.is_relative_to(REPO_ROOT) else run_dir),
         "checkpoint": ckpt, "global_step": metrics.get("global_step"),
     }
 
 
 def _absolute(path: str | Path) -> Path:
     path = Path(path)
-    return path if path.is_absolute() else ROOT / path
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def reproduce(scale: str = "full", out: str | Path = DEFAULT_OUT, only: list[str] | None = None,

@@ -5,7 +5,6 @@ job; training: its archive's CRC) and provides the resolvers ``cincflow.job_dir`
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
