@@ -10,7 +10,7 @@ import hydra
 import pytest
 import torch
 
-from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, compare, free_inverse, normflows, throughput
+from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, compare, free_inverse, measure, normflows, throughput
 from cincflow.bench.speed_report import TARGETS as SPEED_TARGETS
 from cincflow.layers.step import CONVS
 from cincflow.layers import solvers
@@ -113,6 +113,13 @@ def test_throughput_steps_the_training_jobs_optimizer(compose_cfg, tmp_path):
     tasks.train_step()
     assert all(opt.state[p]["step"] == 1 for p in params)
     assert sum(not torch.equal(a, p) for a, p in zip(before, params)) > len(params) // 2
+
+
+def test_a_first_call_is_the_median_of_fresh_processes():
+    """cold_call runs the first call in ``runs`` fresh processes and reports their median, beside each."""
+    call = measure.cold_call("auto", "float32", 4, 4, 4, 1, runs=3)
+    assert len(call["cold_runs_s"]) == 3 and call["cold_s"] == sorted(call["cold_runs_s"])[1]
+    assert 0 < call["warm_s"] < max(call["cold_runs_s"])
 
 
 def test_normflows_reference_is_skipped_with_a_reason_when_it_cannot_be_installed(monkeypatch):

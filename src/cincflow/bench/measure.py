@@ -160,14 +160,21 @@ def free_inverse(model: nn.Module, run: Callable[[], object]) -> Callable[[], ob
     return replay
 
 
-def cold_call(solver: str, dtype: str, n: int, c: int, size: int, threads: int | None, device: str = "cpu", conv: str = "cinc") -> dict:
+def cold_call(solver: str, dtype: str, n: int, c: int, size: int, threads: int | None, device: str = "cpu", conv: str = "cinc",
+              runs: int = 1) -> dict:
     """The first and a warm inverse of a fresh CInC (or Emerging) layer, n x c x size x size, in a fresh
-    Python process (:mod:`cincflow.bench.cold`): ``{"cold_s": ..., "warm_s": ...}``."""
+    Python process (:mod:`cincflow.bench.cold`), ``runs`` processes one after another:
+    ``{"cold_s": median first call, "warm_s": best warm call, "cold_runs_s": every first call}`` (one
+    first call is one sample: a moment of another process on the core once made one 2.7x its usual)."""
     cmd = [sys.executable, "-m", "cincflow.bench.cold", solver, dtype, str(n), str(c), str(size), str(threads or 0), device, conv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=os.environ.copy())
-    if proc.returncode != 0:
-        raise RuntimeError(f"cold-call measurement failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    calls = []
+    for _ in range(runs):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=os.environ.copy())
+        if proc.returncode != 0:
+            raise RuntimeError(f"cold-call measurement failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+        calls.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    cold = [c["cold_s"] for c in calls]
+    return {"cold_s": statistics.median(cold), "warm_s": min(c["warm_s"] for c in calls), "cold_runs_s": cold}
 
 
 def machine(device: torch.device) -> dict:

@@ -1,7 +1,7 @@
 """Issue #22's solver table: one CInC and one Emerging layer at each benchmarked shape and dtype, its
 forward pass, every exact solver (``tiled``, ``wavefront``, ``kernel``, the published ``sequential``
 raster scan) and ``auto`` (with the solver it chose, per factor for Emerging), warm and interleaved,
-and auto's first call in a fresh process.
+and auto's first call in a fresh process (the median of :data:`COLD_RUNS` processes).
 
 Per row: each solver's speed-up over ``sequential`` (target: the layer's inverse, ``auto``, >= 20x),
 the best inverse / forward (target <= 1.3 at 12x32x32 float32), auto / best (target <= 1.1; both ratios
@@ -30,6 +30,7 @@ SHAPES = ((12, 16), (12, 32), (48, 16))  # (channels, side)
 DTYPES = ("float32", "float64")
 EXACT = ("tiled", "wavefront", "kernel")  # auto's candidates, each exact
 SEQUENTIAL = "sequential"
+COLD_RUNS = 3  # fresh processes per first-call measurement (the median counts)
 
 
 def choices(layer, y: torch.Tensor) -> str:
@@ -76,7 +77,7 @@ def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int
         "floor_s": floor, "ceiling_over_sequential": times[SEQUENTIAL] / floor,
     }
     if cold:
-        row["auto_first_call"] = cold_call("auto", dtype, n, channels, side, threads, str(device), conv)
+        row["auto_first_call"] = cold_call("auto", dtype, n, channels, side, threads, str(device), conv, runs=COLD_RUNS)
     return row
 
 
