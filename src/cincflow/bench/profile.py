@@ -12,7 +12,7 @@ change outside the convolution kernels can gain; and the time and page faults pe
 with the profiler. The profiler's own records take fresh memory, and the operator that first touches
 fresh pages is charged for their faults: on a 2-core AMD EPYC a Glow train step faulted 7,300 times
 per call under the profiler against 340 without, and ``threshold_backward`` (ReLU's backward) showed
-2.9 ms per call in the table against 0.6 ms timed inside an unprofiled step.
+2.9 ms per call on average in the table against 0.06-0.6 ms (by shape) timed inside an unprofiled step.
 """
 from __future__ import annotations
 
