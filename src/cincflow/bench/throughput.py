@@ -5,13 +5,11 @@ optimiser as ``conf/train.yaml`` sets it: Adamax, multi-tensor), interleaved rou
 step costs before launching a run."""
 from __future__ import annotations
 
-import hydra
 import torch
-from omegaconf import OmegaConf
 
 from ..layers.step import COUPLINGS, CONVS
 from ..model import Glow
-from ..paths import CONF_DIR
+from ..config.components import default_optimizer
 from .measure import timed
 from .normflows import Tasks
 
@@ -19,11 +17,6 @@ SIZES = {
     "quickstart": dict(channels=1, image_size=8, levels=2, depth=8, width=64, n_bits=5, batch=64),
     "cpu": dict(channels=3, image_size=32, levels=3, depth=8, width=128, n_bits=8, batch=64),
 }
-
-
-def job_optimizer():
-    """The training job's default optimiser, ``conf/train.yaml``'s ``optimizer``: a partial taking the parameters."""
-    return hydra.utils.instantiate(OmegaConf.load(CONF_DIR / "train.yaml").optimizer)
 
 
 def train_tasks(conv: str, coupling: str, size: dict, device: torch.device) -> Tasks:
@@ -35,7 +28,7 @@ def train_tasks(conv: str, coupling: str, size: dict, device: torch.device) -> T
     images = images.to(device)
     with torch.no_grad():
         model.bits_per_dim(images)
-    return Tasks(lambda v: -model.bits_per_dim(v), model.sample, model.parameters(), images, 1, job_optimizer())
+    return Tasks(lambda v: -model.bits_per_dim(v), model.sample, model.parameters(), images, 1, default_optimizer())
 
 
 def run(device: torch.device, reps: int, sizes: dict = SIZES, log=print) -> list[dict]:

@@ -15,11 +15,12 @@ import inspect
 from typing import Any, get_type_hints
 
 import torch
-from hydra.utils import get_object
-from omegaconf import DictConfig
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError, missing_setting, one_line
 from ..layers.step import CONV_LAYERS, COUPLINGS, check_choice
+from ..paths import CONF_DIR
 from .schema import check_value, plain
 
 EXAMPLES = {"data": "cincflow.data.DigitsDataModule", "optimizer": "torch.optim.Adamax",
@@ -181,6 +182,11 @@ def check_dequant(node: Any) -> None:
     check its option values."""
     if check_target(node, "module.dequant", supplied=DEQUANT_ARGS) is not None:
         try_factory(node, "module.dequant", lambda target, options: target(channels=1, **options), "dequant")
+
+
+def default_optimizer():
+    """The training job's default optimiser, ``conf/train.yaml``'s ``optimizer`` node: a partial taking the parameters."""
+    return instantiate(OmegaConf.load(CONF_DIR / "train.yaml").optimizer)
 
 
 def check_optimizer(node: Any) -> None:
