@@ -97,17 +97,21 @@ def test_invconv1x1_is_the_matrix_at_every_pixel_in_any_layout():
 
 
 @pytest.fixture
-def conv_outputs(monkeypatch) -> list[int]:
-    """The output channel count of every ``F.conv2d`` call from the time it is cleared on."""
-    seen: list[int] = []
-    conv2d = torch.nn.functional.conv2d
-    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, w, *a: seen.append(w.shape[0]) or conv2d(x, w, *a))
+def conv_outputs(monkeypatch) -> list[tuple[str, int]]:
+    """(kind, output channels) of every convolution from the time it is cleared on: ``F.conv2d`` calls
+    as "conv", oneDNN's convolutions with a ReLU post-op (cincflow.layers.blocked) as "conv+relu"."""
+    seen: list[tuple[str, int]] = []
+    conv2d, fused = torch.nn.functional.conv2d, torch.ops.mkldnn._convolution_pointwise
+    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda x, w, *a: seen.append(("conv", w.shape[0])) or conv2d(x, w, *a))
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise",
+                        lambda x, w, b, *a: seen.append(("conv+relu", w.shape[0])) or fused(x, w, b, *a))
     return seen
 
 
 def test_conditioner_in_float32_without_autograd_convolves_whole_channel_blocks_and_keeps_the_function(conv_outputs):
     """Evaluation in float32 on the CPU runs the zero conv's 6 outputs as 8 (oneDNN's blocks) and drops
-    the appended ones; the result is the float64 conditioner's, as it is with autograd (no padding)."""
+    the appended ones, and each ReLU as its convolution's post-op; the result is the float64
+    conditioner's, as it is with autograd (no padding, separate ReLUs) and under autocast."""
     x64 = torch.randn(B, 3, H, W)
     net64 = randomize(Conditioner(3, 6, 12), x64)
     net, x = Conditioner(3, 6, 12).float(), x64.float()
@@ -116,10 +120,14 @@ def test_conditioner_in_float32_without_autograd_convolves_whole_channel_blocks_
         expected = net64(x64)
         conv_outputs.clear()
         evaluated = net(x)
-    assert conv_outputs == [16, 16, 8]  # width 12 and the 6 outputs padded to multiples of 8
+    assert conv_outputs == [("conv+relu", 16), ("conv+relu", 16), ("conv", 8)]  # width 12, 6 outputs: whole blocks of 8
     conv_outputs.clear()
     trained = net(x)
-    assert conv_outputs == [12, 12, 6] and trained.requires_grad
+    assert conv_outputs == [("conv", 12), ("conv", 12), ("conv", 6)] and trained.requires_grad
+    conv_outputs.clear()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)
+    assert [kind for kind, _ in conv_outputs] == ["conv"] * 3  # autocast's own convolutions
     assert evaluated.shape == (B, 6, H, W) and evaluated.is_contiguous() and evaluated.dtype == torch.float32
     torch.testing.assert_close(evaluated.double(), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(evaluated, trained.detach(), rtol=1e-5, atol=1e-6)
@@ -133,7 +141,7 @@ def test_causal_convs_in_float32_without_autograd_are_the_same_convolutions_in_w
     conv_outputs.clear()
     with torch.no_grad():
         y = conv(x64.float(), w64.float(), *(b.float() for b in bias))
-    assert conv_outputs == [16] and y.shape == (B, 12, H, W) and y.is_contiguous()
+    assert conv_outputs == [("conv", 16)] and y.shape == (B, 12, H, W) and y.is_contiguous()
     torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
 
 

@@ -10,24 +10,26 @@ channels-last (NHWC), oneDNN's native CPU layout (about 2x faster convolutions t
 here); the output comes back in the standard layout and in the input's dtype (under bf16 autocast
 the network computes in bf16, the coupling's update and log-determinant in the flow's float32).
 Without autograd, in float32 on the CPU, the folded convolutions run in oneDNN's whole channel
-blocks (:mod:`cincflow.layers.blocked`: the zero conv's 12 or 6 outputs as 16 or 8).
+blocks and each ReLU as its convolution's post-op (:mod:`cincflow.layers.blocked`: the zero conv's 12
+or 6 outputs as 16 or 8).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import blocked
 from .actnorm import ActNormFeatures
 
 
-def scaled_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """conv(x) * scale + shift * scale (per output channel, [C_out]) as one convolution (in whole
-    channel blocks where :func:`cincflow.layers.blocked.block_padding` says so)."""
+def scaled_conv(x: torch.Tensor, conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor | None = None,
+                relu: bool = False) -> torch.Tensor:
+    """conv(x) * scale + shift * scale (per output channel, [C_out]) as one convolution, then a ReLU
+    where ``relu`` (:func:`cincflow.layers.blocked.conv2d`: in whole channel blocks, the ReLU as its
+    post-op, where oneDNN's inference paths apply)."""
     bias = conv.bias if shift is None else (shift if conv.bias is None else conv.bias + shift)
     weight = conv.weight * scale.view(-1, 1, 1, 1)
-    return blocked.conv2d(x, weight, None if bias is None else bias * scale, conv.stride, conv.padding)
+    return blocked.conv2d(x, weight, None if bias is None else bias * scale, conv.stride, conv.padding, relu)
 
 
 class ZeroConv2d(nn.Module):
@@ -46,14 +48,14 @@ class ZeroConv2d(nn.Module):
         return scaled_conv(x, self.conv, torch.exp(self.logs.view(-1) * self.logscale_factor)).to(x.dtype)
 
 
-def conv_norm(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
-    """norm(conv(x)) for an ActNormFeatures (folded into the convolution) or an Identity ``norm``;
+def conv_norm_relu(x: torch.Tensor, conv: nn.Conv2d, norm: nn.Module) -> torch.Tensor:
+    """relu(norm(conv(x))) for an ActNormFeatures (folded into the convolution) or an Identity ``norm``;
     the ActNorm's data-dependent initialisation on its first batch as in :class:`ActNorm`."""
     if not isinstance(norm, ActNormFeatures):
-        return conv(x)
+        return blocked.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, relu=True)
     if not norm.is_initialized():
         norm.initialize(conv(x))
-    return scaled_conv(x, conv, norm.log_scale.view(-1).exp(), norm.loc.view(-1))
+    return scaled_conv(x, conv, norm.log_scale.view(-1).exp(), norm.loc.view(-1), relu=True)
 
 
 class Conditioner(nn.Sequential):
@@ -77,6 +79,6 @@ class Conditioner(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv1, norm1, _, conv2, norm2, _, out = self
         h = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-        h = F.relu(conv_norm(h, conv1, norm1), inplace=True)
-        h = F.relu(conv_norm(h, conv2, norm2), inplace=True)
+        h = conv_norm_relu(h, conv1, norm1)
+        h = conv_norm_relu(h, conv2, norm2)
         return out(h).to(dtype=x.dtype, memory_format=torch.contiguous_format)
