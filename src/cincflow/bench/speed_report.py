@@ -100,7 +100,8 @@ def _solvers(rows: list[dict]) -> list[str]:
 
 def _throughput(rows: list[dict]) -> list[str]:
     batch = rows[0]["batch"] if rows else 0
-    lines = ["", f"Training throughput, images/s (one train step: bits/dim of uint8 images, backward, Adam step; batch {batch}):", ""]
+    lines = ["", f"Training throughput, images/s (one train step: bits/dim of uint8 images, backward, a step of the "
+             f"training job's optimiser as conf/train.yaml sets it; batch {batch}; medians of interleaved rounds):", ""]
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     lines += ["| conv | coupling | " + " | ".join(sizes) + " |", "|---|---|" + "---:|" * len(sizes)]
     by = {(r["size"], r["conv"], r["coupling"]): r for r in rows}

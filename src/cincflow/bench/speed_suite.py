@@ -20,7 +20,7 @@ from .measure import timed
 
 SIZES = {
     "cpu": dict(shape=compare.SHAPE, reference=True, reps=15, solver_n=100, solver_reps=15, solver_shapes=solver_table.SHAPES,
-                cold=True, throughput=throughput.SIZES, throughput_reps=3, compile=True),
+                cold=True, throughput=throughput.SIZES, throughput_reps=5, compile=True),
     "tiny": dict(shape=dict(channels=3, image_size=8, levels=2, depth=1, width=8, batch=4, samples=4), reference=False, reps=1,
                  solver_n=4, solver_reps=1, solver_shapes=((12, 4),), cold=False, compile=False, throughput_reps=1,
                  throughput={"tiny": dict(channels=1, image_size=8, levels=2, depth=1, width=8, n_bits=5, batch=4)}),
