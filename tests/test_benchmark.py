@@ -13,7 +13,7 @@ import torch
 from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, compare, free_inverse, measure, normflows, throughput
 from cincflow.bench.speed_report import TARGETS as SPEED_TARGETS
 from cincflow.layers.step import CONVS
-from cincflow.layers import solvers
+from cincflow.layers import blocked, solvers
 from cincflow.layers.quarter_plane import QuarterPlaneConv
 from cincflow.layers.speed import exact_inverse_macs
 from cli import run_cases
@@ -170,9 +170,15 @@ def test_profile_tables_say_how_much_of_the_time_the_convolutions_take():
     def elementwise():
         (x.detach() * 2 + 1).exp()
 
+    def fused():
+        with torch.no_grad():
+            blocked.conv2d(x.detach(), weight.detach(), padding=1, relu=True)
+
     share = lambda text: float(text.split("convolutions (forward and backward): ")[1].split("%")[0])  # noqa: E731
     conv_text, other_text = profile.table(convolutions, calls=2), profile.table(elementwise, calls=2)
+    fused_text = profile.table(fused, calls=2)
     assert "aten::convolution_backward" in conv_text and share(conv_text) > 50
+    assert "mkldnn::_convolution_pointwise" in fused_text and share(fused_text) > 50  # conv + ReLU in one
     assert share(other_text) == 0
     for text in (conv_text, other_text):  # what the profiler itself costs, beside the table
         cost = text.splitlines()[1]

@@ -30,7 +30,8 @@ from .compare import SHAPE, our_tasks, ours
 from .measure import gemm_rate
 
 CONVS = ("glow", "cinc")
-CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")  # where oneDNN's kernels run (self time)
+# where oneDNN's convolution kernels run (self time): plain, with a ReLU post-op (cincflow.layers.blocked), backward
+CONV_OPS = ("aten::mkldnn_convolution", "mkldnn::_convolution_pointwise", "aten::convolution_backward")
 
 
 def conv_share(averages) -> float:

@@ -11,9 +11,10 @@
 - A convolution followed by a ReLU (the conditioner's first two) runs as one oneDNN convolution with
   the ReLU as its post-op (``mkldnn._convolution_pointwise``, the kernel TorchInductor's CPU fusion
   calls): the same sums, clamped as they are written, instead of a second pass over the width-channel
-  activations. On a 2-core AMD EPYC with AVX2, one thread: 3-10% per convolution at the benchmark's
-  shapes, the benchmark's glow log_prob 4% and sampling 3-6% faster, cinc 3% (interleaved A/B); the
-  results are bitwise those of the separate ReLU there.
+  activations. On a 2-core AMD EPYC with AVX2, one thread: up to 10% per convolution at the benchmark's
+  shapes (the larger ones; within 2% at 4 x 4), the benchmark's glow log_prob 0-4% and sampling 1.5-6%
+  faster, cinc log_prob 3% and sampling 0-3% (interleaved A/Bs); the results are bitwise those of the
+  separate ReLU there.
 With autograd the backward of appended channels costs more than the forward saves (a Glow train step
 1.5-3% slower), and the fused op has no backward: both are used only when no graph is recorded (nor
 under autocast, which the fused op would bypass); on CUDA, and in float64 and bfloat16 (where the
