@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .compare import REFERENCE, TASKS
 from .measure import first_call_over_budget
+from .solver_table import COLD_RUNS
 
 TARGETS = {
     "glow_over_normflows": ("<=", 0.8),  # train step, log_prob, sampling: glow + affine / normflows' Glow
@@ -84,8 +85,9 @@ def _solvers(rows: list[dict]) -> list[str]:
     names = ("auto", "tiled", "wavefront", "kernel", "sequential")
     lines = ["", "One invertible conv layer, forward and every exact solver, ms (x = speed-up over the published sequential "
              "raster scan, in PyTorch); auto's choice (per factor for Emerging) beside the fastest; auto's first call in a "
-             "fresh process (the median of three processes) against 2 warm calls + 0.5 s; floor = the least multiply-adds of any exact inverse at this core's "
-             "best matrix-product rate (x = the largest speed-up over sequential any solver could reach here):", "",
+             f"fresh process (the median of {COLD_RUNS} processes) against 2 warm calls + 0.5 s; floor = the least "
+             "multiply-adds of any exact inverse at this core's best matrix-product rate (x = the largest speed-up over "
+             "sequential any solver could reach here):", "",
              "| layer | C x H x W | dtype | images | forward | " + " | ".join(names)
              + " | floor | auto picks / best | auto / best | best inv / fwd | auto first call / budget |",
              "|---|---|---|---:|---:|" + "---:|" * (len(names) + 1) + "---|---:|---:|---:|"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from ..config.components import default_optimizer
 from ..layers.step import COUPLINGS, CONVS
 from ..model import Glow
-from ..config.components import default_optimizer
 from .measure import timed
 from .normflows import Tasks
 

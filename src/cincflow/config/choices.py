@@ -5,7 +5,6 @@ Hydra's block with its search path (exit 1). The groups are those of ``conf/`` a
 with ``hydra.searchpath=[...]``; Hydra's own groups (``hydra/...``) are left to Hydra."""
 from __future__ import annotations
 
-
 from hydra._internal.config_repository import ConfigRepository
 from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
 from hydra._internal.utils import get_args_parser
@@ -15,7 +14,6 @@ from hydra.core.plugins import Plugins
 
 from ..errors import ConfigError
 from ..paths import CONF_DIR
-
 
 
 def repository(search_path: list[str]) -> ConfigRepository:
