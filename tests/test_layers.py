@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cincflow import ActNorm, AffineCoupling, CInCConv, InvConv1x1, QuadCoupling, Split, Squeeze
+from cincflow.layers import blocked
 from cincflow.layers.causal import anticausal_conv, causal_conv
 from cincflow.layers.conditioner import Conditioner
 from cincflow.layers.step import flow_step
@@ -131,6 +132,26 @@ def test_conditioner_in_float32_without_autograd_convolves_whole_channel_blocks_
     assert evaluated.shape == (B, 6, H, W) and evaluated.is_contiguous() and evaluated.dtype == torch.float32
     torch.testing.assert_close(evaluated.double(), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(evaluated, trained.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel, padding", [(3, 1), (1, 0)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_a_convolution_with_its_relu_fused_is_the_convolution_then_the_relu_in_every_layout(conv_outputs, kernel, padding,
+                                                                                             with_bias):
+    """blocked.conv2d(..., relu=True) without autograd: oneDNN's convolution with a ReLU post-op, on
+    standard, channels-last and strided inputs, output channels in whole blocks or not (12: padded)."""
+    x = torch.randn(3, 10, 7, 6, dtype=torch.float32)
+    bias = torch.randn(12, dtype=torch.float32) if with_bias else None
+    weight = torch.randn(12, 5, kernel, kernel, dtype=torch.float32)
+    for inp in (x[:, :5], x[:, :5].contiguous(memory_format=torch.channels_last), x[:, ::2]):
+        conv_outputs.clear()
+        with torch.no_grad():
+            fused = blocked.conv2d(inp, weight, bias, 1, padding, relu=True)
+        assert conv_outputs == [("conv+relu", 16)]
+        bias64 = None if bias is None else bias.double()
+        expected = torch.relu(torch.nn.functional.conv2d(inp.double(), weight.double(), bias64, 1, padding))
+        assert fused.shape == (3, 12, 7, 6) and (expected == 0).any() and (expected > 0).any()
+        torch.testing.assert_close(fused.double(), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("conv", [causal_conv, anticausal_conv])

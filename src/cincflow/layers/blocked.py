@@ -59,7 +59,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         weight = F.pad(weight, (0, 0, 0, 0, 0, 0, 0, extra))
         bias = None if bias is None else F.pad(bias, (0, extra))
         x = x.contiguous(memory_format=torch.channels_last)
-    if relu and fuses_relu(x):
+    if relu and fuses_relu(x) and weight.dtype == x.dtype:  # (else F.conv2d says what does not match)
         out = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, list(_pair(padding)), list(_pair(stride)),
                                                       [1, 1], 1, "relu", [], "")
     else:
