@@ -12,6 +12,7 @@ import torch
 
 from cincflow.bench import COUPLINGS, SIZES, TARGETS, build_model, compare, free_inverse, measure, normflows, throughput
 from cincflow.bench.speed_report import TARGETS as SPEED_TARGETS
+from cincflow.config.components import default_optimizer
 from cincflow.layers.step import CONVS
 from cincflow.layers import blocked, solvers
 from cincflow.layers.quarter_plane import QuarterPlaneConv
@@ -102,7 +103,7 @@ def test_throughput_steps_the_training_jobs_optimizer(compose_cfg, tmp_path):
     its every setting (multi-tensor ``foreach`` included), and steps every parameter."""
     job = compose_cfg("train", [], tmp_path).optimizer
     size = {**throughput.SIZES["quickstart"], "depth": 1, "batch": 4}
-    tasks = throughput.train_tasks("glow", "affine", size, torch.device("cpu"))
+    tasks = throughput.train_tasks("glow", "affine", size, torch.device("cpu"), default_optimizer())
     opt = tasks.optimizer
     assert type(opt) is hydra.utils.get_class(job._target_)
     settings = {k: v for k, v in job.items() if not k.startswith("_")}

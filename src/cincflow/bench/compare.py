@@ -18,7 +18,7 @@ import torch
 
 from ..model import Glow
 from . import normflows as nf_ref
-from .measure import free_inverse, gemm_rate, median_ratio, medians, round_times
+from .measure import free_inverse, gemm_rates, median_ratio, medians, round_times
 
 SHAPE = dict(channels=3, image_size=32, levels=3, depth=4, width=64, batch=64, samples=100)
 CONVS = ("glow", "cinc", "emerging")
@@ -50,10 +50,10 @@ def task_functions(tasks: dict[str, tuple[nf_ref.Tasks, nf_ref.Tasks]]) -> dict[
 
 
 def run(device: torch.device, reps: int, shape: dict = SHAPE, reference: bool = True, log=print,
-        gemm_rate_f32: float | None = None) -> dict:
+        rates: dict[str, float] | None = None) -> dict:
     """The comparison: per model, parameters and the median seconds of each task, and each task's time
-    over normflows' (None without normflows: ``reference`` False or not installable). ``gemm_rate_f32``:
-    the float32 matrix-product rate of the solves' floor, measured here unless given."""
+    over normflows' (None without normflows: ``reference`` False or not installable). ``rates``:
+    :func:`~.measure.gemm_rates` (float32 is the solves' floor), measured here unless given."""
     torch.manual_seed(0)
     x = (torch.rand(shape["batch"], shape["channels"], shape["image_size"], shape["image_size"]) - 0.5).to(device)
     n = shape["samples"]
@@ -80,7 +80,7 @@ def run(device: torch.device, reps: int, shape: dict = SHAPE, reference: bool = 
         if (name, "sample_free_solves") in times:
             row["seconds"]["sample_free_solves"] = times[(name, "sample_free_solves")]
             free = extra[(name, "sample_free_solves")]
-            row["seconds"]["sample_solves_floor"] = free.solve_macs / (gemm_rate_f32 or gemm_rate(torch.float32, device))
+            row["seconds"]["sample_solves_floor"] = free.solve_macs / (rates or gemm_rates(device, ("float32",)))["float32"]
         row["over_normflows"] = ({t: median_ratio(samples, (name, t), (REFERENCE, t)) for t in TASKS}
                                  if nf is not None else None)
         rows.append(row)

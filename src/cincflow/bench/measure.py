@@ -71,6 +71,11 @@ def gemm_rate(dtype: torch.dtype, device: torch.device, size: int = 512, reps: i
     return size ** 3 / min(wall_time(lambda: a @ a, device) for _ in range(reps))
 
 
+def gemm_rates(device: torch.device, dtypes: tuple[str, ...] = ("float32", "float64")) -> dict[str, float]:
+    """{dtype name: :func:`gemm_rate`} for ``dtypes``: one measurement each, to share between tables."""
+    return {dtype: gemm_rate(getattr(torch, dtype), device) for dtype in dtypes}
+
+
 def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     """Peak bytes allocated while ``fn`` runs, beyond what was allocated before: the CUDA allocator's
     high-water mark, or on the CPU the running sum of the profiler's allocation and free events."""

@@ -22,7 +22,7 @@ from ..layers.cinc import CInCConv
 from ..layers.emerging import EmergingConv
 from ..layers.solvers import Auto, make_solver
 from ..layers.speed import exact_inverse_macs
-from .measure import cold_call, gemm_rate, median_ratio, medians, round_times, timed
+from .measure import cold_call, gemm_rates, median_ratio, medians, round_times, timed
 from .models import perturb
 
 CONVS = {"cinc": CInCConv, "emerging": EmergingConv}
@@ -81,15 +81,10 @@ def bench_row(conv: str, channels: int, side: int, dtype: str, n: int, reps: int
     return row
 
 
-def gemm_rates(device: torch.device) -> dict[str, float]:
-    """{dtype name: this device's matrix-product rate} for the table's dtypes (:func:`~.measure.gemm_rate`)."""
-    return {dtype: gemm_rate(getattr(torch, dtype), device) for dtype in DTYPES}
-
-
 def run(n: int, reps: int, device: torch.device, threads: int | None, cold: bool = True,
         shapes=SHAPES, log: Callable[[str], None] = print, rates: dict[str, float] | None = None) -> list[dict]:
-    """The table's rows; ``rates``: :func:`gemm_rates`, measured here unless given."""
-    rows, rates = [], rates or gemm_rates(device)
+    """The table's rows; ``rates``: :func:`~.measure.gemm_rates` of :data:`DTYPES`, measured here unless given."""
+    rows, rates = [], rates or gemm_rates(device, DTYPES)
     for conv in CONVS:
         for channels, side in shapes:
             for dtype in DTYPES:

@@ -16,7 +16,7 @@ import torch
 from ..compiled import compile_flow
 from ..timing import wall_time
 from . import compare, solver_table, throughput
-from .measure import timed
+from .measure import gemm_rates, timed
 
 SIZES = {
     "cpu": dict(shape=compare.SHAPE, reference=True, reps=15, solver_n=100, solver_reps=15, solver_shapes=solver_table.SHAPES,
@@ -58,8 +58,8 @@ def bench_compile(device: torch.device, reps: int, shape: dict, log: Callable[[s
 
 def run(size: str, device: torch.device, threads: int | None, log: Callable[[str], None] = print) -> dict:
     cfg = SIZES[size]
-    rates = solver_table.gemm_rates(device)  # one measurement for the comparison's floor and the table's
-    result = {"compare": compare.run(device, cfg["reps"], cfg["shape"], cfg["reference"], log, rates["float32"])}
+    rates = gemm_rates(device, solver_table.DTYPES)  # one measurement for the comparison's floor and the table's
+    result = {"compare": compare.run(device, cfg["reps"], cfg["shape"], cfg["reference"], log, rates)}
     result["solvers"] = solver_table.run(cfg["solver_n"], cfg["solver_reps"], device, threads, cfg["cold"],
                                          cfg["solver_shapes"], log, rates)
     result["throughput"] = throughput.run(device, cfg["throughput_reps"], cfg["throughput"], log)

@@ -19,8 +19,9 @@ SIZES = {
 }
 
 
-def train_tasks(conv: str, coupling: str, size: dict, device: torch.device) -> Tasks:
-    """A model at ``size`` (ActNorm initialised on its batch) and its train step on random uint8 images."""
+def train_tasks(conv: str, coupling: str, size: dict, device: torch.device, optimizer) -> Tasks:
+    """A model at ``size`` (ActNorm initialised on its batch) and its train step on random uint8 images,
+    stepping ``optimizer(parameters)`` (the job's: :func:`~cincflow.config.components.default_optimizer`)."""
     torch.manual_seed(0)
     model = Glow(size["channels"], size["image_size"], size["levels"], size["depth"], size["width"], conv, coupling,
                  n_bits=size["n_bits"]).to(device)
@@ -28,13 +29,13 @@ def train_tasks(conv: str, coupling: str, size: dict, device: torch.device) -> T
     images = images.to(device)
     with torch.no_grad():
         model.bits_per_dim(images)
-    return Tasks(lambda v: -model.bits_per_dim(v), model.sample, model.parameters(), images, 1, default_optimizer())
+    return Tasks(lambda v: -model.bits_per_dim(v), model.sample, model.parameters(), images, 1, optimizer)
 
 
 def run(device: torch.device, reps: int, sizes: dict = SIZES, log=print) -> list[dict]:
-    rows = []
+    rows, optimizer = [], default_optimizer()
     for size_name, size in sizes.items():
-        tasks = {(conv, coupling): train_tasks(conv, coupling, size, device) for conv in CONVS for coupling in COUPLINGS}
+        tasks = {(conv, coupling): train_tasks(conv, coupling, size, device, optimizer) for conv in CONVS for coupling in COUPLINGS}
         times = timed({key: t.train_step for key, t in tasks.items()}, device, reps)
         for (conv, coupling), seconds in times.items():
             rows.append({"size": size_name, "conv": conv, "coupling": coupling, "batch": size["batch"],
